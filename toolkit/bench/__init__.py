@@ -1,0 +1,1 @@
+"""`toolkit bench`: reference loads measured against what the GPU class should reach."""

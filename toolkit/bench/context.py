@@ -1,0 +1,62 @@
+"""The state a run shares with its loads: device, dtype, scale, peaks, progress."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from toolkit.bench.settings import BenchSettings, Floor, Scale
+from toolkit.catalog import GpuClass
+
+
+@dataclass
+class Peaks:
+    """The figures expectations derive from, with where each came from."""
+
+    flops: float | None = None
+    flops_basis: str = "not known yet"
+    bandwidth: float | None = None
+    bandwidth_basis: str = "not known yet"
+
+    def as_dict(self) -> dict:
+        return {
+            "flops": self.flops,
+            "flops_basis": self.flops_basis,
+            "bandwidth_bytes_per_second": self.bandwidth,
+            "bandwidth_basis": self.bandwidth_basis,
+        }
+
+
+@dataclass
+class RunContext:
+    device: str  # torch device: "cpu" or "cuda"
+    dtype: str  # "float32" on the CPU, the class's 16-bit tensor type on a GPU
+    scale: Scale
+    settings: BenchSettings
+    profile: str
+    gpu_class: GpuClass | None
+    peaks: Peaks = field(default_factory=Peaks)
+    progress: Callable[[int, int], None] = lambda done, total: None
+    seed: int = 0
+    kto_loss: str | None = None  # LLaMA-Factory pref_loss override (validated up front)
+
+    @property
+    def measured_peaks(self) -> bool:
+        """The cpu profile measures its peaks in the run; GPU classes take them from the catalog."""
+        return self.gpu_class is None
+
+    def floor(self, name: str) -> tuple[float | None, Floor]:
+        f = self.settings.floors[name]
+        return f.get("cpu" if self.measured_peaks else "gpu", self.scale.name), f
+
+    def sync(self) -> None:
+        if self.device != "cpu":
+            import torch
+
+            torch.cuda.synchronize()
+
+    @property
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)

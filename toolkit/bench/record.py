@@ -1,0 +1,79 @@
+"""What one load produced: metrics, warm-up figures kept apart, and checks against expectations.
+
+A load fills its record as it goes, so a load that runs out of memory, crashes or
+is interrupted still reports what it reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STATUS_ORDER = {"pass": 0, "skipped": 0, "warn": 1, "fail": 2, "error": 3}
+
+
+@dataclass
+class WorkloadRecord:
+    workload: str
+    status: str = "pass"
+    metrics: dict = field(default_factory=dict)
+    warmup: dict = field(default_factory=dict)
+    expected: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    flops: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    error: dict | None = None
+    duration_seconds: float | None = None
+
+    def check(
+        self, metric: str, minimum: float | None, basis: str, warn_ratio: float, source: str | None = None
+    ) -> None:
+        """Compare metrics[metric] with `minimum`; a check without a minimum warns (never a silent pass).
+
+        `basis` says how the minimum was derived; `source` where its efficiency floor comes from.
+        """
+        measured = self.metrics.get(metric)
+        entry: dict = {"min": minimum, "basis": basis}
+        if source:
+            entry["floor_source"] = source
+        if minimum is None or minimum <= 0:
+            entry["status"] = "warn"
+            entry["basis"] = f"no expectation: {basis}"
+        elif measured is None:
+            entry["status"] = "error"
+        else:
+            ratio = measured / minimum
+            entry["ratio"] = round(ratio, 4)
+            entry["status"] = "pass" if ratio >= 1 else "warn" if ratio >= warn_ratio else "fail"
+        self.expected[metric] = entry
+
+    def settle(self) -> str:
+        """The load's status: the worst of its checks unless an error already decided it."""
+        if self.status in ("error", "fail", "skipped"):
+            return self.status
+        worst = max(
+            (e["status"] for e in self.expected.values()), key=STATUS_ORDER.__getitem__, default="pass"
+        )
+        self.status = worst
+        return worst
+
+    def fail(self, status: str, kind: str, message: str, traceback: str | None = None) -> None:
+        self.status = status
+        self.error = {"kind": kind, "message": message}
+        if traceback:
+            self.error["traceback"] = traceback
+
+    def as_dict(self) -> dict:
+        doc = {
+            "workload": self.workload,
+            "status": self.status,
+            "metrics": self.metrics,
+            "expected": self.expected,
+            "warmup": self.warmup,
+            "config": self.config,
+            "flops": self.flops,
+            "notes": self.notes,
+            "duration_seconds": self.duration_seconds,
+        }
+        if self.error:
+            doc["error"] = self.error
+        return doc

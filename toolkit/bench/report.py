@@ -1,0 +1,137 @@
+"""The benchmark report: one JSON document per run (REFERENCE.md) and its table."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from toolkit.atomic import write_text_atomic
+from toolkit.units import gib, seconds, si
+
+SCHEMA_VERSION = 1
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def result_filename(started_at: str, host: str, profile: str) -> str:
+    stamp = started_at.replace("-", "").replace(":", "")
+    safe_host = re.sub(r"[^A-Za-z0-9.-]+", "_", host) or "host"
+    return f"bench-{stamp}-{safe_host}-{profile}.json"
+
+
+def to_json(doc: dict) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n"
+
+
+def save(doc: dict, path: str | Path) -> Path:
+    return write_text_atomic(path, to_json(doc))
+
+
+def format_metric(name: str, value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return f"{len(value)} values"
+    if name.endswith("_ratio"):
+        return f"{value:.1%}"
+    if "flops_per_second" in name:
+        return si(value, "FLOP/s")
+    if "bytes_per_second" in name:
+        return si(value, "B/s")
+    if "tokens_per_second" in name:
+        return f"{value:,.1f} tok/s"
+    if "seconds" in name:
+        return seconds(value)
+    if name.endswith("_bytes"):
+        return gib(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+STATUS_STYLE = {
+    "pass": "green",
+    "warn": "yellow",
+    "fail": "red",
+    "error": "red bold",
+    "skipped": "dim",
+    "interrupted": "yellow bold",
+}
+# Metrics shown in the table even though no check is attached to them.
+SHOWN = (
+    "flops_per_second",
+    "bandwidth_bytes_per_second",
+    "step_time_seconds_p50",
+    "step_time_seconds_p90",
+    "mfu_ratio",
+    "peak_memory_bytes",
+)
+
+
+def render(doc: dict, console) -> None:
+    from rich.table import Table
+
+    profile = doc["profile"]
+    title = (
+        f"toolkit bench · profile {profile['name']} · {doc['host']} · scale {doc['configuration']['scale']}"
+    )
+    table = Table(title=title, title_justify="left")
+    for col, just in (
+        ("load", "left"),
+        ("metric", "left"),
+        ("measured", "right"),
+        ("expected (min)", "right"),
+        ("ratio", "right"),
+        ("status", "left"),
+    ):
+        table.add_column(col, justify=just)
+    for r in doc["results"]:
+        first = True
+        style = STATUS_STYLE.get(r["status"], "")
+        for metric, exp in r["expected"].items():
+            table.add_row(
+                r["workload"] if first else "",
+                metric,
+                format_metric(metric, r["metrics"].get(metric)),
+                format_metric(metric, exp.get("min")),
+                f"{exp['ratio']:.2f}" if "ratio" in exp else "-",
+                f"[{STATUS_STYLE.get(exp['status'], '')}]{exp['status']}[/]",
+            )
+            first = False
+        for metric in SHOWN:
+            if metric in r["metrics"] and metric not in r["expected"]:
+                table.add_row(
+                    r["workload"] if first else "",
+                    metric,
+                    format_metric(metric, r["metrics"][metric]),
+                    "",
+                    "",
+                    "",
+                )
+                first = False
+        if first or r.get("error"):
+            detail = r["error"]["message"] if r.get("error") else "measured (no expectation)"
+            table.add_row(r["workload"] if first else "", "", detail, "", "", f"[{style}]{r['status']}[/]")
+        table.add_section()
+    console.print(table)
+    for r in doc["results"]:
+        for metric, exp in r["expected"].items():
+            measured = format_metric(metric, r["metrics"].get(metric))
+            if exp.get("min") is None:
+                console.print(f"  {r['workload']} {metric}: measured {measured}; {exp['basis']}")
+            else:
+                console.print(
+                    f"  {r['workload']} {metric}: measured {measured}, expected at least "
+                    f"{format_metric(metric, exp['min'])} because {exp['basis']}"
+                )
+        for note in r["notes"]:
+            if not note.startswith("peak_memory_bytes"):
+                console.print(f"  [dim]{r['workload']}: {note}[/]")
+    if profile.get("mismatch"):
+        console.print(f"[yellow]Profile mismatch, run anyway: {profile['mismatch']}[/]")
+    v = doc["verdict"]
+    console.print(f"Verdict: [{STATUS_STYLE.get(v, '')}]{v}[/]")

@@ -1,0 +1,96 @@
+"""Runs the reference loads one after another and keeps what each reached.
+
+A load that runs out of memory is recorded as `fail`, one that crashes as
+`error`; the remaining loads still run. Ctrl-C (or SIGTERM) stops the run, keeps
+the finished loads and marks the interrupted one. After every load the document
+is handed to `on_update`, which saves it atomically, so even a killed process
+leaves the loads that finished on disk.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import time
+import traceback
+from collections.abc import Callable
+
+from toolkit.bench.context import RunContext
+from toolkit.bench.memory import PeakMemory
+from toolkit.bench.record import STATUS_ORDER, WorkloadRecord
+
+OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(status, kind) of a load's exception: out-of-memory fails the check, anything else is an error."""
+    import torch
+
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return "fail", "out_of_memory"
+    if isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in OOM_MARKERS):
+        return "fail", "out_of_memory"
+    return "error", "crashed"
+
+
+def _reached(rec: WorkloadRecord) -> str:
+    steps = rec.metrics.get("steps_completed")
+    return f" (reached {steps} step(s))" if steps is not None else ""
+
+
+def run_loads(
+    ctx: RunContext,
+    workloads: list[str],
+    on_start: Callable[[str], None],
+    on_done: Callable[[WorkloadRecord], None],
+) -> tuple[list[WorkloadRecord], bool]:
+    """Run `workloads` in order; returns the records and whether the run was interrupted."""
+    import torch
+
+    records: list[WorkloadRecord] = []
+    for name in workloads:
+        rec = WorkloadRecord(name)
+        records.append(rec)
+        memory = PeakMemory("cuda" if ctx.device != "cpu" else "cpu")
+        on_start(name)
+        t0 = time.perf_counter()
+        interrupted = False
+        try:
+            memory.reset()
+            module = importlib.import_module(f"toolkit.bench.workloads.{name}")
+            torch.manual_seed(ctx.seed)
+            module.run(ctx, rec)
+        except KeyboardInterrupt:
+            rec.fail("error", "interrupted", f"interrupted by the user{_reached(rec)}")
+            interrupted = True
+        except Exception as exc:  # a load's failure must not end the run
+            status, kind = classify(exc)
+            message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            rec.fail(
+                status,
+                kind,
+                f"{'out of memory' if kind == 'out_of_memory' else 'crashed'}{_reached(rec)}: {message}",
+                traceback.format_exc(limit=8),
+            )
+        finally:
+            rec.duration_seconds = round(time.perf_counter() - t0, 3)
+            try:
+                rec.metrics.update(memory.read())
+                rec.notes.append(memory.note)
+            except Exception as exc:  # memory stats are best effort after a crash
+                rec.notes.append(f"peak memory unavailable: {exc}")
+            rec.settle()
+            gc.collect()
+            if ctx.device != "cpu":
+                torch.cuda.empty_cache()
+        on_done(rec)
+        if interrupted:
+            return records, True
+    return records, False
+
+
+def verdict(records: list[WorkloadRecord], interrupted: bool) -> str:
+    if interrupted:
+        return "interrupted"
+    statuses = [r.status for r in records] or ["error"]
+    return max(statuses, key=STATUS_ORDER.__getitem__) if statuses else "error"

@@ -1,0 +1,141 @@
+"""Typed settings of the reference loads, loaded from `data/bench.toml`."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, fields
+from functools import cache
+from importlib import resources
+
+SCALES = ("tiny", "small", "full")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A Llama-architecture shape; the model is built with random weights at run time."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    vocab_size: int
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+@dataclass(frozen=True)
+class MatmulSettings:
+    size: int
+    warmup: int
+    repeats: int
+
+
+@dataclass(frozen=True)
+class MemoryBandwidthSettings:
+    bytes: int
+    warmup: int
+    repeats: int
+
+
+@dataclass(frozen=True)
+class KtoSettings:
+    """Modelled on the users' LLaMA-Factory KTO recipe (REFERENCE.md); sizes per scale."""
+
+    model: ModelShape
+    batch_size: int
+    max_length: int
+    prompt_words: int
+    completion_words: int
+    warmup_steps: int
+    measured_steps: int
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target: str = "all"
+    pref_beta: float = 0.05
+    pref_loss: str = "kto_pair"  # LLaMA-Factory's value in the users' recipe; mapped in kto_lora.py
+    learning_rate: float = 5.0e-05
+    lr_scheduler_type: str = "cosine"
+    max_grad_norm: float = 1.0
+    gradient_accumulation_steps: int = 1
+    optim: str = "adamw_torch"
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    model: ModelShape
+    prompt_tokens: int
+    new_tokens: int
+    batch_sizes: tuple[int, ...]
+    warmup: int
+    repeats: int
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    matmul: MatmulSettings
+    memory_bandwidth: MemoryBandwidthSettings
+    kto_lora: KtoSettings
+    inference: InferenceSettings
+
+
+@dataclass(frozen=True)
+class Floor:
+    values: dict[str, float]  # "<cpu|gpu>_<scale>" -> fraction of the bound
+    basis: str
+
+    def get(self, kind: str, scale: str) -> float | None:
+        return self.values.get(f"{kind}_{scale}")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    scales: dict[str, Scale]
+    floors: dict[str, Floor]
+    warn_ratio: float
+
+
+def _build(cls, raw: dict):
+    known = {f.name for f in fields(cls)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
+    values = dict(raw)
+    if "model" in values:
+        values["model"] = _build(ModelShape, values["model"])
+    if "batch_sizes" in values:
+        values["batch_sizes"] = tuple(values["batch_sizes"])
+    return cls(**values)
+
+
+def parse_settings(text: str) -> BenchSettings:
+    data = tomllib.loads(text)
+    scales = {}
+    for name, raw in data["scales"].items():
+        scales[name] = Scale(
+            name=name,
+            matmul=_build(MatmulSettings, raw["matmul"]),
+            memory_bandwidth=_build(MemoryBandwidthSettings, raw["memory_bandwidth"]),
+            kto_lora=_build(KtoSettings, raw["kto_lora"]),
+            inference=_build(InferenceSettings, raw["inference"]),
+        )
+    floors = {}
+    for name, raw in data["floors"].items():
+        values = {k: float(v) for k, v in raw.items() if k != "basis"}
+        bad = [
+            k for k in values if k.partition("_")[::2] not in {(d, s) for d in ("cpu", "gpu") for s in SCALES}
+        ]
+        if bad:
+            raise ValueError(f"floors.{name}: keys must be <cpu|gpu>_<scale>, not {bad}")
+        floors[name] = Floor(values, raw["basis"])
+    return BenchSettings(scales=scales, floors=floors, warn_ratio=float(data["verdict"]["warn_ratio"]))
+
+
+@cache
+def load_settings() -> BenchSettings:
+    text = resources.files("toolkit").joinpath("data/bench.toml").read_text(encoding="utf-8")
+    return parse_settings(text)

@@ -1,0 +1,51 @@
+"""Micro check: memory-copy bandwidth.
+
+    toolkit bench --workloads memory_bandwidth
+
+Copies one buffer into another on the device. Counted bytes: read + written
+(2 x buffer size) per copy. GPU: against the class's datasheet bandwidth. CPU:
+the best repeat becomes the cpu profile's bandwidth peak.
+"""
+
+from __future__ import annotations
+
+from toolkit.bench.timing import percentile, time_repeats
+
+
+def run(ctx, rec) -> None:
+    import torch
+
+    s = ctx.scale.memory_bandwidth
+    elements = s.bytes // 4
+    rec.config = {
+        "buffer_bytes": elements * 4,
+        "warmup": s.warmup,
+        "repeats": s.repeats,
+        "device": ctx.device,
+    }
+    src = torch.ones(elements, device=ctx.device, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    times = time_repeats(ctx, lambda: dst.copy_(src), s.warmup, s.repeats)
+    moved = 2 * elements * 4
+    rec.metrics.update(
+        bandwidth_bytes_per_second=moved / percentile(times, 0.5),
+        bandwidth_bytes_per_second_best=moved / min(times),
+        copy_time_seconds_p50=percentile(times, 0.5),
+    )
+    rec.notes.append("bytes counted: read + written (2 x buffer) per copy")
+    if ctx.measured_peaks:
+        ctx.peaks.bandwidth = rec.metrics["bandwidth_bytes_per_second_best"]
+        ctx.peaks.bandwidth_basis = f"{ctx.peaks.bandwidth / 1e9:.1f} GB/s (copy measured in this run)"
+        rec.notes.append(
+            "cpu profile: this measurement is the bandwidth peak the other loads are measured against"
+        )
+        return
+    floor, f = ctx.floor("memory_bandwidth")
+    peak = ctx.gpu_class.value("memory_bandwidth_bytes_per_second") if ctx.gpu_class else None
+    rec.check(
+        "bandwidth_bytes_per_second",
+        floor * peak if floor and peak else None,
+        f"{ctx.profile} datasheet bandwidth {peak} B/s x {floor}",
+        ctx.settings.warn_ratio,
+        f.basis,
+    )

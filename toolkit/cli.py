@@ -1,0 +1,89 @@
+"""The `toolkit` command line.
+
+Start-up must stay fast: this module imports only the standard library. Each
+subcommand lives in `toolkit.commands.<name>` and is imported only when it runs,
+so `toolkit --help` never loads torch, transformers, trl or ansible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from toolkit import __version__
+from toolkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, ToolkitError
+
+# name -> (module under toolkit.commands, one-line help). Order is the help order.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("bench", "run reference loads and compare them with the GPU class's figures"),
+    "gpus": ("gpus", "list the GPU catalog (classes, peaks, memory, device names)"),
+    "provision": ("placeholder", "install the GPU stack on hosts with Ansible (not available yet)"),
+    "health": ("placeholder", "report GPU, BMC, Docker and system health (not available yet)"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 already; keep one clear line
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"toolkit: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="toolkit",
+        description="Provision, benchmark and health-check self-hosted GPU nodes for LLM work.",
+        epilog="Exit codes: 0 ok, 1 a check failed, 2 usage or environment error, 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        _command_module(module).add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def _command_module(module: str):
+    # Command modules import only argparse-level things at top level; their
+    # heavy work is imported inside run().
+    return importlib.import_module(f"toolkit.commands.{module}")
+
+
+def report_error(err: ToolkitError) -> None:
+    sys.stderr.write(f"toolkit: error: {err.message}\n")
+    if err.hint:
+        sys.stderr.write(f"  hint: {err.hint}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    debug = args.debug or os.environ.get("TOOLKIT_DEBUG") == "1"
+    try:
+        return int(_command_module(args._module).run(args) or 0)
+    except ToolkitError as err:
+        if debug:
+            raise
+        report_error(err)
+        return err.exit_code
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        sys.stderr.write("toolkit: interrupted\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `toolkit gpus | head`: the reader went away; not an error of ours.
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
