@@ -139,3 +139,51 @@ def parse_settings(text: str) -> BenchSettings:
 def load_settings() -> BenchSettings:
     text = resources.files("toolkit").joinpath("data/bench.toml").read_text(encoding="utf-8")
     return parse_settings(text)
+
+
+def override(scale: Scale, assignments: list[str]) -> Scale:
+    """Apply `load.field=value` (or `load.model.field=value`) to a scale; values take the field's type.
+
+    Lets a user size a load without editing the data file, e.g. `kto_lora.batch_size=8`.
+    """
+    from dataclasses import replace
+
+    from toolkit.errors import UsageError
+
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        path = key.strip().split(".")
+        if not sep or len(path) not in (2, 3) or not hasattr(scale, path[0]) or path[0] == "name":
+            raise UsageError(
+                f"cannot apply --set {item!r}",
+                hint="use LOAD.FIELD=VALUE, e.g. kto_lora.batch_size=8 or "
+                "inference.model.num_hidden_layers=4",
+            )
+        target = getattr(scale, path[0])
+        holders = [target] if len(path) == 2 else [target, getattr(target, path[1], None)]
+        leaf = holders[-1]
+        field_name = path[-1]
+        if (
+            leaf is None
+            or not hasattr(leaf, "__dataclass_fields__")
+            or field_name not in leaf.__dataclass_fields__
+        ):
+            raise UsageError(
+                f"unknown setting {key!r}",
+                hint=f"fields of {path[0]}: {', '.join(target.__dataclass_fields__)}",
+            )
+        current = getattr(leaf, field_name)
+        try:
+            if isinstance(current, bool):
+                value = raw.lower() in ("1", "true", "yes")
+            elif isinstance(current, tuple):
+                value = tuple(int(v) for v in raw.split(","))
+            else:
+                value = type(current)(raw)
+        except ValueError:
+            raise UsageError(f"--set {key}: {raw!r} is not a valid {type(current).__name__}") from None
+        new_leaf = replace(leaf, **{field_name: value})
+        if len(path) == 3:
+            new_leaf = replace(target, **{path[1]: new_leaf})
+        scale = replace(scale, **{path[0]: new_leaf})
+    return scale

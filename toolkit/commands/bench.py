@@ -59,6 +59,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(mapped to kto); default: the users' recipe (kto_pair)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and data (default 0)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="LOAD.FIELD=VALUE",
+        help="override a load's size for this run, e.g. kto_lora.batch_size=8 (repeatable; "
+        "the report records it)",
+    )
 
 
 def _workloads(arg: str | None, measured_peaks: bool) -> list[str]:
@@ -142,7 +151,7 @@ def _quiet_libraries() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from toolkit.bench.settings import load_settings
+    from toolkit.bench.settings import load_settings, override
     from toolkit.bench.workloads.kto_lora import resolve_loss
 
     if args.kto_loss:
@@ -168,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = load_settings()
-    scale = args.scale or ("full" if use_gpu else "small")
+    scale = settings.scales[args.scale or ("full" if use_gpu else "small")]
+    scale = override(scale, args.overrides)
     return _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, device)
 
 
@@ -196,7 +206,7 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
     ctx = RunContext(
         device=device,
         dtype=dtype,
-        scale=settings.scales[scale],
+        scale=scale,
         settings=settings,
         profile=profile,
         gpu_class=gpu_class,
@@ -223,7 +233,8 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
         },
         "environment": environment.collect(device, found),
         "configuration": {
-            "scale": scale,
+            "scale": scale.name,
+            "overrides": args.overrides,
             "workloads": workloads,
             "seed": args.seed,
             "dtype": dtype,
@@ -272,7 +283,7 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
         )
 
     err.print(
-        f"toolkit bench: profile {profile}, device {device} ({found.summary}), scale {scale}, "
+        f"toolkit bench: profile {profile}, device {device} ({found.summary}), scale {scale.name}, "
         f"loads {', '.join(workloads)}",
         highlight=False,
     )
