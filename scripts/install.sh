@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Set up toolkit in ./.venv on a fresh Debian/Ubuntu machine.
+#
+#   ./scripts/install.sh          the CLI and the ML stack `toolkit bench` needs
+#   ./scripts/install.sh --test   the same, plus what the tests need
+#
+# torch is installed first and pinned (TOOLKIT_TORCH, default torch==2.13.0): an
+# unpinned torch, asked for directly or by trl/peft/accelerate, pulls a multi-GB
+# CUDA build even onto machines without a GPU. Where your pip does not provide a
+# CPU build of that version on its own, set TOOLKIT_TORCH_INDEX_URL to PyTorch's
+# CPU wheel index. A torch that is already importable in .venv is kept.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="ml"
+case "${1:-}" in
+  --test) extras="ml,test" ;;
+  "") ;;
+  *) echo "usage: $0 [--test]" >&2; exit 2 ;;
+esac
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+python=""
+for candidate in python3.13 python3.12 python3.11 python3; do
+  if command -v "$candidate" >/dev/null 2>&1 &&
+     "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    python="$candidate"; break
+  fi
+done
+if [ -z "$python" ]; then
+  echo "toolkit needs Python 3.11 or newer (Debian 12 and Ubuntu 24.04 ship it; on Ubuntu 22.04: apt install python3.11 python3.11-venv)" >&2
+  exit 2
+fi
+
+# Debian and Ubuntu split venv/ensurepip into their own package.
+if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  version=$("$python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  as_root apt-get -o DPkg::Lock::Timeout=600 update -q
+  as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q "python${version}-venv" || \
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q python3-venv
+fi
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check)
+"${pip[@]}" install -q --upgrade pip
+if ! .venv/bin/python -c 'import torch' >/dev/null 2>&1; then
+  torch_args=("${TOOLKIT_TORCH:-torch==2.13.0}")
+  [ -n "${TOOLKIT_TORCH_INDEX_URL:-}" ] && torch_args+=(--index-url "$TOOLKIT_TORCH_INDEX_URL")
+  "${pip[@]}" install -q "${torch_args[@]}"
+fi
+"${pip[@]}" install -q -e ".[${extras}]"
+echo "toolkit installed in .venv: $(.venv/bin/toolkit --version), $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')" >&2
