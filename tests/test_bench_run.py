@@ -101,8 +101,8 @@ def test_saved_result_equals_json_output_and_no_temp_files(tiny_run):
 
 def test_table_has_measured_expected_and_verdict(tiny_run):
     proc, doc, _ = tiny_run
-    assert "expected (min)" in proc.stdout
-    assert "tokens_per_second" in proc.stdout
+    assert "expected ≥" in proc.stdout
+    assert "tokens/s" in proc.stdout and "decode tok/s b8" in proc.stdout
     assert "expected at least" in proc.stdout and "because" in proc.stdout
     assert f"Verdict: {doc['verdict']}" in proc.stdout
     assert "Traceback" not in proc.stderr

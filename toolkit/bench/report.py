@@ -31,7 +31,7 @@ def save(doc: dict, path: str | Path) -> Path:
     return write_text_atomic(path, to_json(doc))
 
 
-def format_metric(name: str, value) -> str:
+def format_metric(name: str, value, unit: bool = True) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
@@ -43,7 +43,7 @@ def format_metric(name: str, value) -> str:
     if "bytes_per_second" in name:
         return si(value, "B/s")
     if "tokens_per_second" in name:
-        return f"{value:,.1f} tok/s"
+        return f"{value:,.0f} tok/s" if unit else f"{value:,.0f}"
     if "seconds" in name:
         return seconds(value)
     if name.endswith("_bytes"):
@@ -51,6 +51,30 @@ def format_metric(name: str, value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+LABELS = {
+    "tokens_per_second": "tokens/s",
+    "flops_per_second": "FLOP/s",
+    "bandwidth_bytes_per_second": "bandwidth",
+    "step_time_seconds_p50": "step p50",
+    "step_time_seconds_p90": "step p90",
+    "mfu_ratio": "MFU",
+    "peak_memory_bytes": "peak memory",
+}
+
+
+def label(metric: str) -> str:
+    """Short table label of a metric key: 'prefill_tokens_per_second_batch8' -> 'prefill b8'."""
+    if metric in LABELS:
+        return LABELS[metric]
+    m = re.fullmatch(r"(prefill|decode)_tokens_per_second_batch(\d+)", metric)
+    if m:
+        return f"{m[1]} tok/s b{m[2]}"
+    m = re.fullmatch(r"ttft_seconds_(p\d+)_batch(\d+)", metric)
+    if m:
+        return f"TTFT {m[1]} b{m[2]}"
+    return metric
 
 
 STATUS_STYLE = {
@@ -68,8 +92,18 @@ SHOWN = (
     "step_time_seconds_p50",
     "step_time_seconds_p90",
     "mfu_ratio",
+    "ttft_seconds_p50_batch1",
+    "ttft_seconds_p50_batch8",
     "peak_memory_bytes",
 )
+
+
+def summary_line(rec) -> str:
+    """One line per finished load for the progress log on stderr."""
+    if rec.error:
+        return rec.error["message"]
+    shown = list(rec.expected) or [m for m in SHOWN[:2] if m in rec.metrics]
+    return ", ".join(f"{label(k)} {format_metric(k, rec.metrics.get(k), unit=False)}" for k in shown)
 
 
 def render(doc: dict, console) -> None:
@@ -79,25 +113,25 @@ def render(doc: dict, console) -> None:
     title = (
         f"toolkit bench · profile {profile['name']} · {doc['host']} · scale {doc['configuration']['scale']}"
     )
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", padding=(0, 1), collapse_padding=True)
     for col, just in (
         ("load", "left"),
         ("metric", "left"),
         ("measured", "right"),
-        ("expected (min)", "right"),
+        ("expected ≥", "right"),
         ("ratio", "right"),
         ("status", "left"),
     ):
-        table.add_column(col, justify=just)
+        table.add_column(col, justify=just, no_wrap=True, min_width=len(col))
     for r in doc["results"]:
         first = True
         style = STATUS_STYLE.get(r["status"], "")
         for metric, exp in r["expected"].items():
             table.add_row(
                 r["workload"] if first else "",
-                metric,
-                format_metric(metric, r["metrics"].get(metric)),
-                format_metric(metric, exp.get("min")),
+                label(metric),
+                format_metric(metric, r["metrics"].get(metric), unit=False),
+                format_metric(metric, exp.get("min"), unit=False),
                 f"{exp['ratio']:.2f}" if "ratio" in exp else "-",
                 f"[{STATUS_STYLE.get(exp['status'], '')}]{exp['status']}[/]",
             )
@@ -106,7 +140,7 @@ def render(doc: dict, console) -> None:
             if metric in r["metrics"] and metric not in r["expected"]:
                 table.add_row(
                     r["workload"] if first else "",
-                    metric,
+                    label(metric),
                     format_metric(metric, r["metrics"][metric]),
                     "",
                     "",

@@ -271,12 +271,7 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
         progress.remove_task(task["id"])
         doc["results"].append(rec.as_dict())
         save()
-        line = (
-            rec.error["message"]
-            if rec.error
-            else ", ".join(f"{k} {report.format_metric(k, rec.metrics.get(k))}" for k in rec.expected)
-            or "measured"
-        )
+        line = report.summary_line(rec)
         err.print(
             f"[{report.STATUS_STYLE.get(rec.status, '')}]{rec.status:>5}[/] {rec.workload}: {line}",
             highlight=False,
