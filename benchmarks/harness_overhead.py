@@ -57,7 +57,7 @@ def main() -> int:
     task = progress.add_task("kto_lora", total=None)
     progress.start()
     ctx.progress = lambda done, total: progress.update(task, completed=done, total=total)
-    timer = kto_lora._StepTimer(ctx, WorkloadRecord("x"), warmup=0, total=10**9)
+    timer = kto_lora.make_step_timer(ctx, WorkloadRecord("x"), warmup=0, total=10**9)
     timer.rec.metrics["loss_per_step"] = []
     state = SimpleNamespace(num_input_tokens_seen=0, global_step=0)
     timer.on_train_begin(None, state, None)

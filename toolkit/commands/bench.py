@@ -133,7 +133,6 @@ def _check_ml_stack() -> None:
 
 def _quiet_libraries() -> None:
     """Library progress bars and advice go nowhere near our stdout; --debug keeps them."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import warnings
 
@@ -161,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     profile, gpu_class, found, mismatch = resolve_profile(args.profile, args.allow_mismatch)
     workloads = _workloads(args.workloads, measured_peaks=gpu_class is None)
     _check_ml_stack()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
     if not getattr(args, "debug", False):
         _quiet_libraries()
 
@@ -191,17 +191,17 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
     from toolkit.bench.context import Peaks, RunContext
     from toolkit.bench.runner import run_loads, verdict
     from toolkit.console import err, out
+    from toolkit.units import si
 
     dtype = gpu_class.tensor_dtype if device != "cpu" else "float32"
     peaks = Peaks()
     if gpu_class is not None:
         peaks = Peaks(
             flops=gpu_class.tensor_flops,
-            flops_basis=f"{gpu_class.key} dense {dtype} tensor peak "
-            f"{report.si(gpu_class.tensor_flops, 'FLOP/s')}",
+            flops_basis=f"{gpu_class.key} dense {dtype} tensor peak {si(gpu_class.tensor_flops, 'FLOP/s')}",
             bandwidth=gpu_class.value("memory_bandwidth_bytes_per_second"),
             bandwidth_basis=f"{gpu_class.key} datasheet bandwidth "
-            f"{report.si(gpu_class.value('memory_bandwidth_bytes_per_second'), 'B/s')}",
+            f"{si(gpu_class.value('memory_bandwidth_bytes_per_second'), 'B/s')}",
         )
     ctx = RunContext(
         device=device,

@@ -151,7 +151,7 @@ def run(ctx, rec) -> None:
         }
         rec.metrics.update(steps_completed=0, loss_per_step=[], lora_params=n_lora)
 
-        timer = _StepTimer(ctx, rec, s.warmup_steps, total_steps)
+        timer = make_step_timer(ctx, rec, s.warmup_steps, total_steps)
         trainer.add_callback(timer)
         trainer.train()
 
@@ -212,11 +212,11 @@ class _StepTimerBase:
             self.rec.metrics["loss_per_step"].append(round(float(logs["loss"]), 6))
 
 
-def _make_timer_class():
+def make_step_timer(ctx, rec, warmup: int, total: int):
+    """A `TrainerCallback` built on first use, so importing this module stays free of transformers."""
     from transformers import TrainerCallback
 
-    return type("StepTimer", (_StepTimerBase, TrainerCallback), {})
+    class StepTimer(_StepTimerBase, TrainerCallback):
+        pass
 
-
-def _StepTimer(ctx, rec, warmup, total):
-    return _make_timer_class()(ctx, rec, warmup, total)
+    return StepTimer(ctx, rec, warmup, total)
