@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -19,8 +20,15 @@ def toolkit(
     env: dict | None = None,
     timeout: int = 600,
     python: str = sys.executable,
+    memory_limit: int | None = None,
 ) -> subprocess.CompletedProcess:
+    """Run the real CLI; `memory_limit` caps its address space (RLIMIT_AS) like a small machine would."""
     full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+
+    def limit():
+        if memory_limit:
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
     return subprocess.run(
         [python, "-m", "toolkit", *args],
         cwd=cwd or REPO,
@@ -28,6 +36,7 @@ def toolkit(
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=limit,
     )
 
 

@@ -120,10 +120,19 @@ def test_profile_mismatch_names_both_and_exits_2():
         (["--set", "kto_lora.batch_size=four"], "'four' is not a valid int"),
         (["--threads", "0"], "--threads must be at least 1"),
         (["--scale", "huge"], "invalid choice"),
+        (["--set", "kto_lora.measured_steps=0"], "kto_lora.measured_steps must be at least 1, not 0"),
+        (["--set", "kto_lora.batch_size=1"], "kto_lora.batch_size must be at least 2"),
+        (["--set", "kto_lora.pref_loss=hinge"], "unsupported KTO loss 'hinge'"),
+        (["--set", "kto_lora.model=5"], "set its fields one by one"),
+        (["--set", "inference.new_tokens=1"], "inference.new_tokens must be at least 2"),
+        (["--json", "/"], "is a directory"),
+        (["--results-dir", "/proc/toolkit-results"], "cannot write results to /proc/toolkit-results"),
     ],
 )
 def test_bench_usage_errors(args, message, tmp_path):
-    proc = toolkit("bench", *args, "--results-dir", str(tmp_path))
+    if "--results-dir" not in args:
+        args = [*args, "--results-dir", str(tmp_path)]
+    proc = toolkit("bench", *args)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -132,5 +141,5 @@ def test_bench_usage_errors(args, message, tmp_path):
 
 def test_debug_shows_the_traceback():
     proc = toolkit("--debug", "bench", "--gpu", "a4000")
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     assert "Traceback" in proc.stderr and "UsageError" in proc.stderr

@@ -61,3 +61,29 @@ def test_lora_training_costs_two_thirds_of_full_training_plus_adapter():
 def test_kv_cache_bytes():
     shape = SHAPES[2]  # 3 layers, 2 KV heads of 16
     assert flops.kv_cache_bytes(shape, tokens=10, batch=4, bytes_per_value=2) == 2 * 3 * 2 * 16 * 10 * 4 * 2
+
+
+@pytest.mark.parametrize("shape", SHAPES[1:], ids=lambda s: f"h{s.hidden_size}-L{s.num_hidden_layers}")
+def test_formulas_match_torch_flop_counter(shape, tokenizer):
+    """Forward and LoRA training FLOPs as torch's own counter sees them on the real PEFT model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from toolkit.bench.synthetic import build_llama
+
+    model = build_llama(shape, tokenizer, torch.float32, "cpu")
+    model.config._attn_implementation = "eager"  # explicit matmuls: the counter sees attention
+    model = get_peft_model(
+        model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
+    batch, seq = 2, 64
+    ids = torch.randint(4, len(tokenizer), (batch, seq))
+    with torch.no_grad(), model.disable_adapter(), FlopCounterMode(display=False) as fwd:
+        model(input_ids=ids)
+    with FlopCounterMode(display=False) as train:
+        model(input_ids=ids, labels=ids).loss.backward()
+    tokens = batch * seq
+    assert fwd.get_total_flops() / (flops.forward_flops_per_token(shape, seq) * tokens) == pytest.approx(1, abs=0.02)
+    expected = flops.lora_train_flops_per_token(shape, flops.lora_params(shape, 16), seq) * tokens
+    assert train.get_total_flops() / expected == pytest.approx(1, abs=0.05)

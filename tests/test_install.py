@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -13,11 +14,20 @@ from conftest import REPO, toolkit
 @pytest.fixture(scope="module")
 def core_venv(tmp_path_factory):
     """A fresh venv with only the core install (no `ml` extra)."""
-    venv = tmp_path_factory.mktemp("core") / "venv"
+    base = tmp_path_factory.mktemp("core")
+    venv, source = base / "venv", base / "source"
+    # build from a copy: an in-tree build would leave build/ and *.egg-info in the checkout
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "results", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache"
+        ),
+    )
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     py = venv / "bin" / "python"
     subprocess.run(
-        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(REPO)],
+        [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", str(source)],
         check=True,
         timeout=600,
         capture_output=True,

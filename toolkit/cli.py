@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 
 from toolkit import __version__
 from toolkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, ToolkitError
@@ -71,18 +72,24 @@ def main(argv: list[str] | None = None) -> int:
         return int(_command_module(args._module).run(args) or 0)
     except ToolkitError as err:
         if debug:
-            raise
+            traceback.print_exc()
         report_error(err)
         return err.exit_code
+    except BrokenPipeError:
+        # `toolkit gpus | head`: the reader went away; not an error of ours.
+        sys.stderr.close()
+        return 0
+    except OSError as err:  # a result or report that cannot be written: say which, keep the exit contract
+        if debug:
+            traceback.print_exc()
+        where = f" {err.filename}" if err.filename else ""
+        report_error(ToolkitError(f"cannot write{where}: {err.strerror or err}"))
+        return EXIT_USAGE
     except KeyboardInterrupt:
         if debug:
             raise
         sys.stderr.write("toolkit: interrupted\n")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # `toolkit gpus | head`: the reader went away; not an error of ours.
-        sys.stderr.close()
-        return 0
 
 
 if __name__ == "__main__":

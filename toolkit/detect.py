@@ -61,21 +61,33 @@ def detect_nvidia(notes: list[str]) -> list[Device]:
     except pynvml.NVMLError as err:  # no driver / no library: the common CPU case
         notes.append(f"NVML unavailable: {err}")
         return []
+
+    def read(what: str, fn, *args):
+        # one unsupported query (vGPU, a GPU fallen off the bus) must not hide the others
+        try:
+            return fn(*args)
+        except pynvml.NVMLError as err:
+            notes.append(f"NVML {what}: {err}")
+            return None
+
     try:
-        driver = _text(pynvml.nvmlSystemGetDriverVersion())
-        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+        driver = read("driver version", pynvml.nvmlSystemGetDriverVersion)
+        cuda = read("CUDA driver version", pynvml.nvmlSystemGetCudaDriverVersion_v2)
         devices = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
+        for i in range(read("device count", pynvml.nvmlDeviceGetCount) or 0):
+            h = read(f"device {i}", pynvml.nvmlDeviceGetHandleByIndex, i)
+            if h is None:
+                continue
+            name = read(f"device {i} name", pynvml.nvmlDeviceGetName, h)
+            mem = read(f"device {i} memory", pynvml.nvmlDeviceGetMemoryInfo, h)
             devices.append(
                 Device(
-                    name=_text(pynvml.nvmlDeviceGetName(h)),
+                    name=_text(name) if name is not None else f"NVIDIA GPU {i} (name unavailable)",
                     vendor="nvidia",
                     index=i,
-                    memory_total_bytes=int(mem.total),
-                    driver_version=driver,
-                    extra={"cuda_driver_version": f"{cuda // 1000}.{cuda % 1000 // 10}"},
+                    memory_total_bytes=int(mem.total) if mem is not None else None,
+                    driver_version=_text(driver) if driver is not None else None,
+                    extra={"cuda_driver_version": f"{cuda // 1000}.{cuda % 1000 // 10}"} if cuda else {},
                 )
             )
         return devices

@@ -47,7 +47,22 @@ class RunContext:
 
     def floor(self, name: str) -> tuple[float | None, Floor]:
         f = self.settings.floors[name]
-        return f.get("cpu" if self.measured_peaks else "gpu", self.scale.name), f
+        return f.get(self.floor_key[:3], self.scale.name), f
+
+    @property
+    def floor_key(self) -> str:
+        return f"{'cpu' if self.measured_peaks else 'gpu'}_{self.scale.name}"
+
+    def check(self, rec, metric: str, minimum: float | None, basis: str, floor: Floor) -> None:
+        """rec.check with this run's warn ratio and the floor's calibration state."""
+        rec.check(
+            metric,
+            minimum,
+            basis,
+            self.settings.warn_ratio,
+            floor.basis,
+            calibrated=self.floor_key not in floor.uncalibrated,
+        )
 
     def sync(self) -> None:
         if self.device != "cpu":

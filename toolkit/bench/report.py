@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,10 +18,11 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def result_filename(started_at: str, host: str, profile: str) -> str:
+def result_filename(started_at: str, host: str, profile: str, pid: int | None = None) -> str:
+    """bench-<UTC time>-<host>-<profile>-<pid>.json: two runs in the same second never collide."""
     stamp = started_at.replace("-", "").replace(":", "")
     safe_host = re.sub(r"[^A-Za-z0-9.-]+", "_", host) or "host"
-    return f"bench-{stamp}-{safe_host}-{profile}.json"
+    return f"bench-{stamp}-{safe_host}-{profile}-{pid if pid is not None else os.getpid()}.json"
 
 
 def to_json(doc: dict) -> str:
@@ -144,7 +146,7 @@ def render(doc: dict, console) -> None:
                     format_metric(metric, r["metrics"][metric]),
                     "",
                     "",
-                    "",
+                    f"[{style}]{r['status']}[/]" if first else "",
                 )
                 first = False
         if first or r.get("error"):

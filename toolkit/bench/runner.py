@@ -19,7 +19,14 @@ from toolkit.bench.context import RunContext
 from toolkit.bench.memory import PeakMemory
 from toolkit.bench.record import STATUS_ORDER, WorkloadRecord
 
-OOM_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+OOM_MARKERS = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "not enough memory",
+    "cublas_status_alloc_failed",
+    "hiperroroutofmemory",
+)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -82,7 +89,14 @@ def run_loads(
             rec.settle()
             gc.collect()
             if ctx.device != "cpu":
-                torch.cuda.empty_cache()
+                try:
+                    torch.cuda.empty_cache()
+                except (
+                    Exception
+                ) as exc:  # a sticky CUDA error (illegal address, device assert) poisons the context
+                    rec.notes.append(f"device unusable after this load: {exc}")
+                    on_done(rec)
+                    return records, False
         on_done(rec)
         if interrupted:
             return records, True
@@ -92,5 +106,7 @@ def run_loads(
 def verdict(records: list[WorkloadRecord], interrupted: bool) -> str:
     if interrupted:
         return "interrupted"
-    statuses = [r.status for r in records] or ["error"]
-    return max(statuses, key=STATUS_ORDER.__getitem__) if statuses else "error"
+    if not records:
+        return "error"
+    worst = max((r.status for r in records), key=STATUS_ORDER.__getitem__)
+    return "pass" if worst == "skipped" else worst

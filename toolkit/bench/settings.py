@@ -62,6 +62,8 @@ class KtoSettings:
     max_grad_norm: float = 1.0
     gradient_accumulation_steps: int = 1
     optim: str = "adamw_torch"
+    # LLaMA-Factory checkpoints activations unless told not to; the GPU scale does the same.
+    activation_checkpointing: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class Scale:
 class Floor:
     values: dict[str, float]  # "<cpu|gpu>_<scale>" -> fraction of the bound
     basis: str
+    uncalibrated: tuple[str, ...] = ()
 
     def get(self, kind: str, scale: str) -> float | None:
         return self.values.get(f"{kind}_{scale}")
@@ -125,13 +128,13 @@ def parse_settings(text: str) -> BenchSettings:
         )
     floors = {}
     for name, raw in data["floors"].items():
-        values = {k: float(v) for k, v in raw.items() if k != "basis"}
+        values = {k: float(v) for k, v in raw.items() if k not in ("basis", "uncalibrated")}
         bad = [
             k for k in values if k.partition("_")[::2] not in {(d, s) for d in ("cpu", "gpu") for s in SCALES}
         ]
         if bad:
             raise ValueError(f"floors.{name}: keys must be <cpu|gpu>_<scale>, not {bad}")
-        floors[name] = Floor(values, raw["basis"])
+        floors[name] = Floor(values, raw["basis"], tuple(raw.get("uncalibrated", ())))
     return BenchSettings(scales=scales, floors=floors, warn_ratio=float(data["verdict"]["warn_ratio"]))
 
 
@@ -173,6 +176,8 @@ def override(scale: Scale, assignments: list[str]) -> Scale:
                 hint=f"fields of {path[0]}: {', '.join(target.__dataclass_fields__)}",
             )
         current = getattr(leaf, field_name)
+        if hasattr(current, "__dataclass_fields__"):
+            raise UsageError(f"--set {key}: set its fields one by one, e.g. {key}.hidden_size=256")
         try:
             if isinstance(current, bool):
                 value = raw.lower() in ("1", "true", "yes")
@@ -180,10 +185,41 @@ def override(scale: Scale, assignments: list[str]) -> Scale:
                 value = tuple(int(v) for v in raw.split(","))
             else:
                 value = type(current)(raw)
-        except ValueError:
+        except (TypeError, ValueError):
             raise UsageError(f"--set {key}: {raw!r} is not a valid {type(current).__name__}") from None
         new_leaf = replace(leaf, **{field_name: value})
         if len(path) == 3:
             new_leaf = replace(target, **{path[1]: new_leaf})
         scale = replace(scale, **{path[0]: new_leaf})
+    validate(scale)
     return scale
+
+
+# (load, field) -> smallest value that makes sense
+MINIMUMS = {
+    ("kto_lora", "batch_size"): 2,  # KTO's KL term needs more than one example per device batch
+    ("inference", "new_tokens"): 2,  # decode speed is measured after the first token
+}
+
+
+def validate(scale: Scale) -> None:
+    """Refuse sizes no load can run with, before anything runs (exit 2, one message)."""
+    from toolkit.errors import UsageError
+
+    for load in ("matmul", "memory_bandwidth", "kto_lora", "inference"):
+        settings = getattr(scale, load)
+        for name, value in vars(settings).items():
+            if isinstance(value, bool) or not isinstance(value, int):
+                continue
+            minimum = MINIMUMS.get((load, name), 0 if name in ("warmup", "warmup_steps") else 1)
+            if value < minimum:
+                raise UsageError(f"{load}.{name} must be at least {minimum}, not {value}")
+        model = getattr(settings, "model", None)
+        for name, value in (vars(model) if model is not None else {}).items():
+            if isinstance(value, int) and value < 1:
+                raise UsageError(f"{load}.model.{name} must be at least 1, not {value}")
+    if any(b < 1 for b in scale.inference.batch_sizes):
+        raise UsageError("inference.batch_sizes must all be at least 1")
+    from toolkit.bench.workloads.kto_lora import resolve_loss
+
+    resolve_loss(scale.kto_lora.pref_loss)

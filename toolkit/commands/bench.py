@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 from toolkit.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, MissingDependency, UsageError
 
@@ -87,13 +89,13 @@ def _workloads(arg: str | None, measured_peaks: bool) -> list[str]:
     return [w for w in WORKLOADS if w in wanted]
 
 
-def resolve_profile(requested: str | None, allow_mismatch: bool):
+def resolve_profile(requested: str | None, allow_mismatch: bool, found=None):
     """(profile name, GPU class or None, detection, mismatch text or None); exit 2 on a mismatch."""
     from toolkit.catalog import CPU_PROFILE, load_catalog
     from toolkit.detect import detect
 
     catalog = load_catalog()
-    found = detect()
+    found = found or detect()
     detected = [c for d in found.devices if (c := catalog.match_device(d.name))]
     if requested is None:
         if not found.devices:
@@ -112,6 +114,12 @@ def resolve_profile(requested: str | None, allow_mismatch: bool):
     if any(c.key == cls.key for c in detected):
         return cls.key, cls, found, None
     mismatch = f"requested {cls.key} ({cls.name}) but found {found.summary}"
+    if allow_mismatch and not found.devices:
+        raise UsageError(
+            f"{mismatch}: there is no GPU to run {cls.key}'s loads on",
+            hint="--allow-mismatch measures another GPU against this class; on a machine without a GPU "
+            "run the cpu profile (no --gpu)",
+        )
     if not allow_mismatch:
         raise UsageError(
             mismatch,
@@ -119,6 +127,29 @@ def resolve_profile(requested: str | None, allow_mismatch: bool):
             "(the report records the mismatch)",
         )
     return cls.key, cls, found, mismatch
+
+
+def _results_dir(args) -> Path:
+    return Path(args.results_dir or os.environ.get("TOOLKIT_RESULTS_DIR") or "results")
+
+
+def _check_writable(args) -> None:
+    """Find out before the first load, not after the last, that a result cannot be written."""
+    targets = [_results_dir(args)]
+    if args.json and args.json != "-":
+        json_path = Path(args.json)
+        if json_path.is_dir():
+            raise UsageError(f"--json {args.json} is a directory", hint="give a file path, or - for stdout")
+        targets.append(json_path.parent)
+    for folder in targets:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as err:
+            raise UsageError(
+                f"cannot write results to {folder}: {err.strerror or err}",
+                hint="choose a writable folder (--results-dir, or the folder of --json)",
+            ) from None
 
 
 def _check_ml_stack() -> None:
@@ -159,6 +190,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--threads must be at least 1")
     profile, gpu_class, found, mismatch = resolve_profile(args.profile, args.allow_mismatch)
     workloads = _workloads(args.workloads, measured_peaks=gpu_class is None)
+    use_gpu = gpu_class is not None and bool(found.devices)
+    settings = load_settings()
+    scale = override(settings.scales[args.scale or ("full" if use_gpu else "small")], args.overrides)
+    _check_writable(args)
     _check_ml_stack()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
     if not getattr(args, "debug", False):
@@ -166,7 +201,6 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    use_gpu = gpu_class is not None and bool(found.devices)
     if use_gpu and not torch.cuda.is_available():
         raise UsageError(
             f"found {found.summary}, but torch {torch.__version__} cannot use it",
@@ -176,16 +210,13 @@ def run(args: argparse.Namespace) -> int:
     device = "cuda" if use_gpu else "cpu"
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = load_settings()
-    scale = settings.scales[args.scale or ("full" if use_gpu else "small")]
-    scale = override(scale, args.overrides)
     return _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, device)
 
 
 def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, device) -> int:
     import signal
     import socket
-    from pathlib import Path
+    import time
 
     from toolkit.bench import environment, report
     from toolkit.bench.context import Peaks, RunContext
@@ -216,8 +247,7 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
     )
     host = socket.gethostname()
     started = report.utc_now()
-    results_dir = Path(args.results_dir or os.environ.get("TOOLKIT_RESULTS_DIR") or "results")
-    saved_path = results_dir / report.result_filename(started, host, profile)
+    saved_path = _results_dir(args) / report.result_filename(started, host, profile)
     doc = {
         "schema_version": report.SCHEMA_VERSION,
         "host": host,
@@ -265,10 +295,21 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
 
     def on_start(name: str) -> None:
         task["id"] = progress.add_task(name, total=None)
-        ctx.progress = lambda done, total: progress.update(task["id"], completed=done, total=total)
+        task["saved_at"] = time.monotonic()
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task["id"], completed=done, total=total)
+            # the saved file shows the running load's progress, at most once a second
+            if time.monotonic() - task["saved_at"] >= 1:
+                doc["in_progress"] = {"workload": name, "completed": done, "total": total}
+                save()
+                task["saved_at"] = time.monotonic()
+
+        ctx.progress = on_progress
 
     def on_done(rec) -> None:
         progress.remove_task(task["id"])
+        doc.pop("in_progress", None)
         doc["results"].append(rec.as_dict())
         save()
         line = report.summary_line(rec)
@@ -289,10 +330,11 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
             records, interrupted = run_loads(ctx, workloads, on_start, on_done)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    doc.pop("in_progress", None)
     doc["verdict"] = verdict(records, interrupted)
     doc["complete"] = not interrupted
     doc["finished_at"] = report.utc_now()
-    if interrupted:
+    if len(records) < len(workloads):
         doc["not_run"] = workloads[len(records) :]
     save()
 

@@ -65,6 +65,8 @@ def run(ctx, rec) -> None:
         "repeats": s.repeats,
         "decoding": "greedy",
         "device": ctx.device,
+        "tokens_counted": "prefill: prompt tokens (batch x prompt_tokens); "
+        "decode: generated tokens after the first",
     }
     tokenizer = build_tokenizer(min(shape.vocab_size, 8192), seed=ctx.seed)
     model = build_llama(shape, tokenizer, ctx.torch_dtype, ctx.device, seed=ctx.seed).eval()
@@ -127,25 +129,31 @@ def run(ctx, rec) -> None:
 def _check_batch(ctx, rec, b, prefill_fpt, decode_fpt, dtype_bytes, t_ctx) -> None:
     shape, peaks = ctx.scale.inference.model, ctx.peaks
     floor, f = ctx.floor("prefill")
-    rec.check(
+    ctx.check(
+        rec,
         f"prefill_tokens_per_second_batch{b}",
         floor * peaks.flops / prefill_fpt if floor and peaks.flops else None,
         f"floor {floor} x peak {peaks.flops_basis} / {prefill_fpt:.3g} FLOP per token",
-        ctx.settings.warn_ratio,
-        f.basis,
+        f,
     )
     floor, f = ctx.floor("decode")
     if not (floor and peaks.flops and peaks.bandwidth):
-        rec.check(f"decode_tokens_per_second_batch{b}", None, "peaks not known", ctx.settings.warn_ratio)
+        ctx.check(
+            rec,
+            f"decode_tokens_per_second_batch{b}",
+            None,
+            f"no floor for {ctx.floor_key} or peaks unknown",
+            f,
+        )
         return
     step_bytes = flops.matmul_params(shape) * dtype_bytes + flops.kv_cache_bytes(shape, t_ctx, b, dtype_bytes)
     step_time = max(step_bytes / peaks.bandwidth, b * decode_fpt / peaks.flops)
     bound = "bandwidth" if step_bytes / peaks.bandwidth >= b * decode_fpt / peaks.flops else "compute"
-    rec.check(
+    ctx.check(
+        rec,
         f"decode_tokens_per_second_batch{b}",
         floor * b / step_time,
         f"floor {floor} x roofline {b / step_time:.4g} tokens/s ({bound}-bound: {step_bytes:.3g} bytes "
         f"at {peaks.bandwidth_basis}, {b * decode_fpt:.3g} FLOP at {peaks.flops_basis})",
-        ctx.settings.warn_ratio,
-        f.basis,
+        f,
     )

@@ -92,7 +92,15 @@ def run(ctx, rec) -> None:
         "warmup_steps": s.warmup_steps,
         "measured_steps": s.measured_steps,
         "device": ctx.device,
+        "activation_checkpointing": s.activation_checkpointing,
+        "tokens_counted": "non-padding prompt+completion tokens of the training batch "
+        "(TRL num_input_tokens_seen); the KL batch is in the FLOP count, not in the tokens",
     }
+    if s.gradient_accumulation_steps != 16:
+        rec.notes.append(
+            f"gradient_accumulation_steps {s.gradient_accumulation_steps} (the users' recipe: 16): "
+            "accumulation changes how often the optimizer steps, not tokens/s per micro-batch"
+        )
 
     tokenizer = build_tokenizer(min(s.model.vocab_size, 8192), seed=ctx.seed)
     model = build_llama(
@@ -117,7 +125,7 @@ def run(ctx, rec) -> None:
             bf16=on_gpu and ctx.dtype == "bfloat16",
             fp16=on_gpu and ctx.dtype == "float16",
             use_cpu=not on_gpu,
-            activation_checkpointing=False,
+            activation_checkpointing=s.activation_checkpointing,
             logging_steps=1,
             report_to="none",
             save_strategy="no",
@@ -170,12 +178,12 @@ def run(ctx, rec) -> None:
         rec.metrics["mfu_ratio"] = tps * fpt / ctx.peaks.flops
     floor, f = ctx.floor("kto_lora")
     minimum = floor * ctx.peaks.flops / fpt if floor and ctx.peaks.flops else None
-    rec.check(
+    ctx.check(
+        rec,
         "tokens_per_second",
         minimum,
         f"MFU floor {floor} x peak {ctx.peaks.flops_basis} / {fpt:.3g} FLOP per token",
-        ctx.settings.warn_ratio,
-        f.basis,
+        f,
     )
     del trainer, model
     if on_gpu:
@@ -209,7 +217,11 @@ class _StepTimerBase:
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs and "loss" in logs:
-            self.rec.metrics["loss_per_step"].append(round(float(logs["loss"]), 6))
+            loss = round(float(logs["loss"]), 6)
+            if state.global_step <= self.warmup:
+                self.rec.warmup.setdefault("loss_per_step", []).append(loss)
+            else:
+                self.rec.metrics["loss_per_step"].append(loss)
 
 
 def make_step_timer(ctx, rec, warmup: int, total: int):
