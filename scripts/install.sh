@@ -47,6 +47,19 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check)
 if ! .venv/bin/python -c 'import torch' >/dev/null 2>&1; then
   torch_args=("${TOOLKIT_TORCH:-torch==2.13.0}")
   [ -n "${TOOLKIT_TORCH_INDEX_URL:-}" ] && torch_args+=(--index-url "$TOOLKIT_TORCH_INDEX_URL")
+  # No NVIDIA driver here: look before installing, and refuse a build that would pull CUDA libraries.
+  if [ ! -e /proc/driver/nvidia/version ] && ! command -v nvidia-smi >/dev/null 2>&1 &&
+     [ "${TOOLKIT_ALLOW_CUDA_TORCH:-0}" != 1 ]; then
+    plan=$("${pip[@]}" install -q --dry-run --report - "${torch_args[@]}" 2>/dev/null) || plan=""
+    if .venv/bin/python -c 'import json, sys
+names = [i["metadata"]["name"].lower() for i in json.loads(sys.stdin.read() or "{}").get("install", [])]
+sys.exit(any(n.startswith("nvidia-") for n in names))' <<<"$plan"; then :; else
+      echo "install.sh: this machine has no NVIDIA driver, but ${torch_args[0]} from your package index is a CUDA build" >&2
+      echo "  (several GB of nvidia-* libraries). Set TOOLKIT_TORCH_INDEX_URL to PyTorch's CPU wheel index and run" >&2
+      echo "  again, or TOOLKIT_ALLOW_CUDA_TORCH=1 to install it anyway." >&2
+      exit 2
+    fi
+  fi
   "${pip[@]}" install -q "${torch_args[@]}"
 fi
 "${pip[@]}" install -q -e ".[${extras}]"
