@@ -84,6 +84,8 @@ def test_formulas_match_torch_flop_counter(shape, tokenizer):
     with FlopCounterMode(display=False) as train:
         model(input_ids=ids, labels=ids).loss.backward()
     tokens = batch * seq
-    assert fwd.get_total_flops() / (flops.forward_flops_per_token(shape, seq) * tokens) == pytest.approx(1, abs=0.02)
+    assert fwd.get_total_flops() / (flops.forward_flops_per_token(shape, seq) * tokens) == pytest.approx(
+        1, abs=0.02
+    )
     expected = flops.lora_train_flops_per_token(shape, flops.lora_params(shape, 16), seq) * tokens
     assert train.get_total_flops() / expected == pytest.approx(1, abs=0.05)

@@ -331,20 +331,29 @@ class Lab:
             server.wait()
         self._servers.clear()
 
-    def inventory(self, hosts: list[Host], extra_vars: dict | None = None, path: Path | None = None) -> Path:
-        """A YAML inventory of `hosts` in the gpu_nodes group, reaching them with the lab's key."""
+    def inventory(
+        self,
+        hosts: list[Host],
+        extra_vars: dict | None = None,
+        path: Path | None = None,
+        group: str = "nvidia_nodes",
+    ) -> Path:
+        """A YAML inventory: `hosts` in `group` (a child of gpu_nodes), reached with the lab's key, with the
+        role variables a container needs (no kernel headers, no update-grub: the kernel is the machine's)."""
         import yaml
 
-        host_vars = {
-            h.name: {"ansible_host": h.ip, "ansible_user": "root", "gpu_profile": "cpu"} for h in hosts
-        }
+        host_vars = {h.name: {"ansible_host": h.ip, "gpu_profile": "cpu"} for h in hosts}
         doc = {
             "all": {
-                "children": {"gpu_nodes": {"hosts": host_vars}},
+                "children": {"gpu_nodes": {"children": {group: {"hosts": host_vars}}}},
                 "vars": {
+                    "ansible_user": "root",
                     "ansible_ssh_private_key_file": str(self.key),
                     "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
                     "ansible_python_interpreter": "/usr/bin/python3",
+                    "common_install_kernel_headers": False,
+                    "grub_update": False,
+                    "nvidia_driver_dkms": False,
                     **(extra_vars or {}),
                 },
             }

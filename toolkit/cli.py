@@ -20,7 +20,7 @@ from toolkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, ToolkitError
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "run reference loads and compare them with the GPU class's figures"),
     "gpus": ("gpus", "list the GPU catalog (classes, peaks, memory, device names)"),
-    "provision": ("placeholder", "install the GPU stack on hosts with Ansible (not available yet)"),
+    "provision": ("provision", "install and configure the GPU stack on hosts with Ansible roles"),
     "health": ("placeholder", "report GPU, BMC, Docker and system health (not available yet)"),
 }
 
@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="toolkit",
         description="Provision, benchmark and health-check self-hosted GPU nodes for LLM work.",
-        epilog="Exit codes: 0 ok, 1 a check failed, 2 usage or environment error, 130 interrupted.",
+        epilog="Exit codes: 0 ok, 1 a check failed (bench), 2 usage or environment error, "
+        "3 a host failed or was unreachable (provision), 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")

@@ -1,0 +1,292 @@
+"""Local signed apt repositories standing in for NVIDIA's and AMD's, which cannot be reached here
+(../shared/TESTING.md §2).
+
+Every package is a TEST STUB built with dpkg-deb: the vendor's real package names, versions and
+dependency chain, a description saying it is a stub, and binaries that only log how they were
+called (nvidia-ctk also edits daemon.json the way the real one does, so idempotency is testable).
+The layouts copy the vendors': NVIDIA's flat repositories, AMD's dists/ repositories. Indexes come
+from apt-ftparchive and are signed with a throwaway gpg key; a second throwaway key serves the
+"wrong key fails closed" case.
+
+Sound for URL templating, key and signature handling, version pins, package selection and what runs
+after install. Not a test of the vendors' packages themselves: that needs real GPU hosts.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import textwrap
+from pathlib import Path
+
+DRIVER = "550.127.08-1"
+DRIVER_NEWER = "560.35.03-1"
+CUDA_TOOLKIT = "12.6.3-1"
+CUDA_NVCC = "12.6.85-1"
+NCT = "1.17.3-1"
+NCT_NEWER = "1.17.4-1"
+ROCM = "6.2.4.60204-139~22.04"
+AMDGPU_DKMS = "1:6.8.5.60204-2070768.22.04"
+
+NVIDIA_CTK = r"""#!/usr/bin/python3
+# TEST STUB of nvidia-ctk: logs its arguments; `runtime configure --runtime=docker` adds the nvidia
+# runtime to /etc/docker/daemon.json (tab-indented, as the real tool writes it).
+import json, os, sys
+with open("/var/log/toolkit-stub-nvidia-ctk.log", "a") as log:
+    log.write(" ".join(sys.argv[1:]) + "\n")
+args = sys.argv[1:]
+if args[:2] == ["runtime", "configure"] and "--runtime=docker" in args:
+    path = "/etc/docker/daemon.json"
+    config = json.load(open(path)) if os.path.exists(path) and os.path.getsize(path) else {}
+    config.setdefault("runtimes", {})["nvidia"] = {"args": [], "path": "nvidia-container-runtime"}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(config, f, indent="\t")
+    print("INFO Wrote updated config to /etc/docker/daemon.json")
+"""
+
+LOGGER = """#!/bin/sh
+# TEST STUB: records that it was called.
+echo "$(basename "$0") $*" >> /var/log/toolkit-stub-calls.log
+"""
+
+PERSISTENCED_UNIT = """[Unit]
+Description=NVIDIA Persistence Daemon (TEST STUB)
+
+[Service]
+Type=simple
+ExecStart=/usr/bin/nvidia-persistenced --verbose
+Restart=no
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+PERSISTENCED = """#!/bin/sh
+# TEST STUB of nvidia-persistenced: logs and stays up like the daemon.
+echo "nvidia-persistenced $*" >> /var/log/toolkit-stub-calls.log
+exec sleep infinity
+"""
+
+
+def _deb(
+    out: Path,
+    name: str,
+    version: str,
+    depends: str = "",
+    files: dict[str, tuple[str, int]] | None = None,
+    arch: str = "amd64",
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "DEBIAN").mkdir()
+        control = (
+            f"Package: {name}\nVersion: {version}\nArchitecture: {arch}\n"
+            "Maintainer: toolkit tests <tests@toolkit.invalid>\n"
+            + (f"Depends: {depends}\n" if depends else "")
+            + f"Description: TEST STUB of {name} - not the vendor's package\n"
+            " Built by toolkit's test suite with the vendor's name, version and dependencies.\n"
+        )
+        (root / "DEBIAN/control").write_text(control)
+        for path, (content, mode) in (files or {}).items():
+            target = root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+            target.chmod(mode)
+        safe_version = version.replace(":", "%3a")
+        subprocess.run(
+            [
+                "dpkg-deb",
+                "--root-owner-group",
+                "-Zgzip",
+                "--build",
+                str(root),
+                str(out / f"{name}_{safe_version}_{arch}.deb"),
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+
+def _gpg(home: Path, *args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["gpg", "--batch", "--homedir", str(home), *args], check=True, capture_output=True, **kw
+    )
+
+
+def _new_key(home: Path, name: str) -> str:
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _gpg(
+        home,
+        "--passphrase",
+        "",
+        "--quick-gen-key",
+        f"{name} <{name}@toolkit.invalid>",
+        "ed25519",
+        "sign",
+        "1d",
+    )
+    return _gpg(home, "--armor", "--export", text=True).stdout
+
+
+def _sign(home: Path, folder: Path) -> None:
+    release = folder / "Release"
+    _gpg(home, "--yes", "--clearsign", "-o", str(folder / "InRelease"), str(release))
+    _gpg(home, "--yes", "-abs", "-o", str(folder / "Release.gpg"), str(release))
+
+
+def _flat_repo(folder: Path, home: Path, origin: str) -> None:
+    packages = subprocess.run(
+        ["apt-ftparchive", "packages", "."], cwd=folder, check=True, capture_output=True, text=True
+    ).stdout
+    (folder / "Packages").write_text(packages)
+    release = subprocess.run(
+        [
+            "apt-ftparchive",
+            "-o",
+            f"APT::FTPArchive::Release::Origin={origin}",
+            "-o",
+            f"APT::FTPArchive::Release::Label={origin}",
+            "release",
+            ".",
+        ],
+        cwd=folder,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (folder / "Release").write_text(release)
+    _sign(home, folder)
+
+
+def _dists_repo(root: Path, home: Path, suite: str, origin: str) -> None:
+    binary = root / "dists" / suite / "main" / "binary-amd64"
+    binary.mkdir(parents=True, exist_ok=True)
+    packages = subprocess.run(
+        ["apt-ftparchive", "packages", "pool"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout
+    (binary / "Packages").write_text(packages)
+    release = subprocess.run(
+        [
+            "apt-ftparchive",
+            *(
+                f"-o=APT::FTPArchive::Release::{k}={v}"
+                for k, v in (
+                    ("Origin", origin),
+                    ("Label", origin),
+                    ("Suite", suite),
+                    ("Codename", suite),
+                    ("Components", "main"),
+                    ("Architectures", "amd64"),
+                )
+            ),
+            "release",
+            f"dists/{suite}",
+        ],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    (root / "dists" / suite / "Release").write_text(release)
+    _sign(home, root / "dists" / suite)
+
+
+def build(root: Path) -> Path:
+    """Build every stub repository under `root`; returns `root` (serve it over HTTP)."""
+    root = Path(root)
+    keys = root.parent / f"{root.name}-gnupg"
+    good = _new_key(keys / "good", "toolkit-test-vendor")
+    wrong = _new_key(keys / "wrong", "toolkit-test-wrong")
+    home = keys / "good"
+
+    # NVIDIA CUDA repository, flat: /cuda/repos/debian12/x86_64/
+    cuda = root / "cuda/repos/debian12/x86_64"
+    cuda.mkdir(parents=True)
+    for driver in (DRIVER, DRIVER_NEWER):
+        branch = driver.split(".")[0]
+        _deb(
+            cuda,
+            f"cuda-drivers-{branch}",
+            driver,
+            f"nvidia-driver-cuda (= {driver}), nvidia-kernel-dkms (= {driver}), "
+            f"nvidia-persistenced (= {driver})",
+        )
+        _deb(
+            cuda,
+            "nvidia-driver-cuda",
+            driver,
+            files={"/usr/lib/toolkit-stub/nvidia-driver-cuda": (LOGGER, 0o755)},
+        )
+        _deb(cuda, "nvidia-kernel-dkms", driver)
+        _deb(
+            cuda,
+            "nvidia-persistenced",
+            driver,
+            files={
+                "/usr/bin/nvidia-persistenced": (PERSISTENCED, 0o755),
+                "/usr/lib/systemd/system/nvidia-persistenced.service": (PERSISTENCED_UNIT, 0o644),
+            },
+        )
+    _deb(cuda, "cuda-toolkit-12-6", CUDA_TOOLKIT, f"cuda-nvcc-12-6 (>= {CUDA_NVCC.split('-')[0]})")
+    nvcc = "#!/bin/sh\necho 'nvcc: TEST STUB, Cuda compilation tools, release 12.6, V12.6.85'\n"
+    _deb(cuda, "cuda-nvcc-12-6", CUDA_NVCC, files={"/usr/local/cuda-12.6/bin/nvcc": (nvcc, 0o755)})
+    (cuda / "3bf863cc.pub").write_text(good)
+    _flat_repo(cuda, home, "NVIDIA")
+
+    # NVIDIA container toolkit, flat: /libnvidia-container/stable/deb/amd64/ and its key
+    nct = root / "libnvidia-container/stable/deb/amd64"
+    nct.mkdir(parents=True)
+    for version in (NCT, NCT_NEWER):
+        _deb(
+            nct,
+            "nvidia-container-toolkit",
+            version,
+            f"nvidia-container-toolkit-base (= {version}), "
+            f"libnvidia-container-tools (>= {version.split('-')[0]})",
+        )
+        _deb(
+            nct, "nvidia-container-toolkit-base", version, files={"/usr/bin/nvidia-ctk": (NVIDIA_CTK, 0o755)}
+        )
+        _deb(nct, "libnvidia-container-tools", version, f"libnvidia-container1 (>= {version.split('-')[0]})")
+        _deb(nct, "libnvidia-container1", version)
+    (root / "libnvidia-container/gpgkey").write_text(good)
+    _flat_repo(nct, home, "https://nvidia.github.io/libnvidia-container/stable/deb/amd64")
+
+    # AMD: /amdgpu/6.2.4/ubuntu and /rocm/apt/6.2.4, suite jammy, key /rocm/rocm.gpg.key
+    amdgpu = root / "amdgpu/6.2.4/ubuntu"
+    (amdgpu / "pool/main").mkdir(parents=True)
+    _deb(amdgpu / "pool/main", "amdgpu-dkms", AMDGPU_DKMS, arch="all")
+    _dists_repo(amdgpu, home, "jammy", "repo.radeon.com")
+    rocm = root / "rocm/apt/6.2.4"
+    (rocm / "pool/main").mkdir(parents=True)
+    _deb(rocm / "pool/main", "rocm", ROCM, f"rocm-core (= {ROCM})")
+    _deb(
+        rocm / "pool/main", "rocm-core", ROCM, files={"/opt/rocm-6.2.4/.info/version": ("6.2.4-139\n", 0o644)}
+    )
+    _dists_repo(rocm, home, "jammy", "repo.radeon.com")
+    (root / "rocm/rocm.gpg.key").write_text(good)
+
+    # the wrong key, for the fail-closed case
+    (root / "wrong-key.asc").write_text(wrong)
+    os.chmod(root, 0o755)
+    return root
+
+
+def vendor_vars(base: str) -> dict:
+    """Role variables pointing the vendor roles at the stub repositories served at `base`."""
+    return {
+        "nvidia_driver_cuda_repo_base_url": f"{base}/cuda/repos",
+        "cuda_toolkit_repo_base_url": f"{base}/cuda/repos",
+        "nvidia_container_toolkit_repo_url": f"{base}/libnvidia-container/stable/deb/amd64/",
+        "nvidia_container_toolkit_key_url": f"{base}/libnvidia-container/gpgkey",
+        "rocm_repo_base_url": base,
+    }
+
+
+if __name__ == "__main__":  # build once by hand: python tests/vendor_repo.py DIR
+    import sys
+
+    print(build(Path(sys.argv[1])))
+    print(textwrap.dedent(str(vendor_vars("http://127.0.0.1:8080"))))

@@ -1,0 +1,226 @@
+"""`toolkit provision TARGET`: install and configure the GPU stack on hosts with Ansible.
+
+Exit codes: 0 every host succeeded, 3 a host failed or was unreachable (the others still ran to
+the end), 2 usage or environment error (unknown target, unreadable inventory, missing
+ansible-playbook, a playbook that does not parse), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from toolkit.errors import EXIT_OK, UsageError
+
+EXIT_HOSTS_FAILED = 3
+CAPABILITIES = (
+    "common",
+    "grub",
+    "nvidia_driver",
+    "cuda_toolkit",
+    "rocm",
+    "docker",
+    "nvidia_container_toolkit",
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", metavar="TARGET", help="host, group or `all` (any Ansible host pattern)")
+    parser.add_argument(
+        "-i",
+        "--inventory",
+        metavar="PATH",
+        help="inventory file or folder (default: $TOOLKIT_INVENTORY or ./inventory)",
+    )
+    parser.add_argument(
+        "--roles", metavar="A,B", help=f"only these roles, in this order ({', '.join(CAPABILITIES)})"
+    )
+    parser.add_argument("--tags", help="only tasks with these tags (e.g. docker_configure)")
+    parser.add_argument("--skip-tags", help="skip tasks with these tags")
+    parser.add_argument("--check", action="store_true", help="say what would change, change nothing")
+    parser.add_argument("--diff", action="store_true", help="show the changes to files")
+    parser.add_argument("--limit", help="further limit the hosts (Ansible pattern)")
+    parser.add_argument(
+        "-e",
+        "--extra-vars",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a variable (repeatable; also JSON or @file, as ansible-playbook takes it)",
+    )
+    parser.add_argument(
+        "--vault-password-file", metavar="FILE", help="decrypt Ansible Vault values with this file"
+    )
+    parser.add_argument("--forks", type=int, default=10, help="hosts worked on at once (default 10)")
+    parser.add_argument(
+        "--reboot",
+        action="store_true",
+        help="reboot the hosts a role marked (reboot-required) and wait for them",
+    )
+    parser.add_argument(
+        "--keep-artifacts",
+        type=int,
+        default=20,
+        metavar="N",
+        help="runner artifact folders kept (default 20)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the recap as JSON on stdout")
+
+
+def _inventory_path(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    if os.environ.get("TOOLKIT_INVENTORY"):
+        return Path(os.environ["TOOLKIT_INVENTORY"])
+    return Path("inventory")
+
+
+def _playbook(args, project: Path, state: Path) -> tuple[str, Path]:
+    """(playbook, project folder): site.yml, or a generated play applying --roles in order."""
+    if not args.roles:
+        return "site.yml", project
+    roles = [r.strip() for r in args.roles.split(",") if r.strip()]
+    unknown = [r for r in roles if not (project / "roles" / r).is_dir()]
+    if unknown or not roles:
+        raise UsageError(
+            f"unknown role(s): {', '.join(unknown) or '(none given)'}",
+            hint="roles: " + ", ".join(CAPABILITIES),
+        )
+    generated = state / "generated"
+    generated.mkdir(parents=True, exist_ok=True)
+    # the generated play lives beside the real ones so reboot_status.yml and roles resolve alike
+    name = f".toolkit-roles-{os.getpid()}.yml"
+    body = [
+        "---",
+        f"- name: Roles {', '.join(roles)}",
+        "  hosts: all",
+        "  become: true",
+        "  roles:",
+        *[f"    - {r}" for r in roles],
+        "",
+        "- name: Reboot status",
+        "  ansible.builtin.import_playbook: reboot_status.yml",
+        "",
+    ]
+    (project / name).write_text("\n".join(body))
+    return name, project
+
+
+def run(args: argparse.Namespace) -> int:
+    from toolkit.provision import engine
+    from toolkit.provision.inventory import load_inventory
+
+    if args.forks < 1:
+        raise UsageError("--forks must be at least 1")
+    engine.find_ansible_playbook()  # a clear error before anything else when Ansible is missing
+    try:
+        import ansible  # noqa: F401
+    except ImportError:
+        from toolkit.errors import MissingDependency
+
+        raise MissingDependency("ansible-core is not installed", hint=engine.INSTALL_HINT) from None
+    inventory = load_inventory(_inventory_path(args.inventory))
+    hosts = inventory.resolve(args.target, args.limit)
+    project = engine.playbooks_dir()
+    playbook, project = _playbook(args, project, engine.state_dir())
+    limit = f"{args.target}:&{args.limit}" if args.limit else args.target
+
+    from rich.live import Live
+
+    from toolkit.console import err, out
+    from toolkit.provision.display import Grid, render_recap
+
+    grid = Grid(hosts)
+    err.print(
+        f"toolkit provision: {len(hosts)} host(s) ({', '.join(hosts)}), playbook {playbook}"
+        + (" in check mode" if args.check else ""),
+        highlight=False,
+    )
+    live = Live(
+        grid.render(),
+        console=err,
+        refresh_per_second=4,
+        transient=False,
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
+
+    def on_update(host, role, task, state):
+        grid.update(host, role, task, state)
+        live.update(grid.render())
+
+    try:
+        if err.is_terminal:  # the grid only where someone watches; logs get the recap
+            live.start()
+        result = engine.run_playbook(
+            playbook,
+            inventory.path,
+            limit,
+            hosts,
+            check=args.check,
+            diff=args.diff,
+            tags=args.tags,
+            skip_tags=args.skip_tags,
+            extra_vars=args.extra_vars,
+            forks=args.forks,
+            vault_password_file=args.vault_password_file,
+            keep_artifacts=args.keep_artifacts,
+            on_update=on_update,
+            project_dir=project,
+        )
+    finally:
+        live.stop()
+        if args.roles:
+            (project / playbook).unlink(missing_ok=True)
+    if result.error:
+        raise UsageError(
+            f"ansible-playbook could not run the playbook:\n{result.error}",
+            hint=f"runner artifacts: {result.artifacts}",
+        )
+    rebooted: list[str] = []
+    if args.reboot and result.reboot_required and not args.check:
+        reboot = engine.run_playbook(
+            "reboot.yml",
+            inventory.path,
+            ":".join(result.reboot_required),
+            result.reboot_required,
+            forks=args.forks,
+            keep_artifacts=args.keep_artifacts,
+            project_dir=project,
+        )
+        rebooted = [h for h in result.reboot_required if h not in reboot.failed_hosts]
+        result.failures += reboot.failures
+        for h in reboot.failed_hosts:
+            result.stats[h]["failures"] = result.stats[h].get("failures", 0) + 1
+        result.reboot_required = [h for h in result.reboot_required if h not in rebooted]
+    if args.json:
+        json.dump(_as_json(result, args, rebooted), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        render_recap(result, out, args.check)
+        if rebooted:
+            out.print(f"Rebooted: {', '.join(rebooted)}")
+        if result.reboot_required:
+            out.print(
+                f"[yellow]Reboot required[/] on {', '.join(result.reboot_required)} "
+                "(toolkit provision ... --reboot does it)"
+            )
+    err.print(f"Runner artifacts: {result.artifacts}", highlight=False)
+    return EXIT_HOSTS_FAILED if result.failed_hosts else EXIT_OK
+
+
+def _as_json(result, args, rebooted) -> dict:
+    return {
+        "target": args.target,
+        "check": args.check,
+        "hosts": {h: result.stats.get(h, {}) for h in result.hosts},
+        "failed_hosts": result.failed_hosts,
+        "failures": [vars(f) for f in result.failures],
+        "reboot_required": result.reboot_required,
+        "rebooted": rebooted,
+        "artifacts": str(result.artifacts),
+        "status": "ok" if not result.failed_hosts else "failed",
+    }

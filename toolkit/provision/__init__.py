@@ -1,0 +1,1 @@
+"""`toolkit provision`: Ansible roles for the GPU stack, run through ansible-runner."""

@@ -1,0 +1,253 @@
+"""Runs a playbook through ansible-runner's Python API and turns its events into a per-host recap.
+
+Every host runs to the end: one failed or unreachable host never stops the others (Ansible's
+default; no any_errors_fatal). Artifacts are kept under the state folder, rotated, with secrets
+scrubbed from the environment ansible-runner records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit.errors import MissingDependency
+
+COUNTERS = ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")
+SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
+REBOOT_TASK = "Toolkit reboot status"
+INSTALL_HINT = "pip install 'llm-node-toolkit[provision]' (ansible-core and ansible-runner)"
+
+
+def find_ansible_playbook() -> str:
+    """ansible-playbook on PATH or beside this Python (a venv's bin/ that is not on PATH)."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), str(Path(sys.executable).parent)])
+    found = shutil.which("ansible-playbook", path=search)
+    if not found:
+        raise MissingDependency(
+            "ansible-playbook was not found on PATH or beside this Python", hint=INSTALL_HINT
+        )
+    return found
+
+
+def playbooks_dir() -> Path:
+    """The playbooks shipped beside the package (a checkout or an editable install), or $TOOLKIT_PLAYBOOKS."""
+    configured = os.environ.get("TOOLKIT_PLAYBOOKS")
+    path = Path(configured) if configured else Path(__file__).resolve().parents[2] / "playbooks"
+    if not (path / "site.yml").exists():
+        raise MissingDependency(
+            f"toolkit's playbooks were not found in {path}",
+            hint="run from a checkout of toolkit (pip install -e .) "
+            "or set TOOLKIT_PLAYBOOKS to its playbooks/ folder",
+        )
+    return path
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(os.environ.get("TOOLKIT_STATE_DIR") or Path(base) / "toolkit")
+
+
+@dataclass
+class Failure:
+    host: str
+    role: str
+    task: str
+    message: str
+    unreachable: bool = False
+
+
+@dataclass
+class RunResult:
+    rc: int
+    status: str
+    stats: dict[str, dict[str, int]]  # host -> counter -> n
+    failures: list[Failure]
+    reboot_required: list[str]
+    artifacts: Path
+    hosts: list[str]
+    error: str | None = None
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return [
+            h
+            for h in self.hosts
+            if self.stats.get(h, {}).get("failures") or self.stats.get(h, {}).get("dark")
+        ]
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.failed_hosts
+
+
+@dataclass
+class EventSink:
+    """Collects what the recap needs from runner events and forwards them to a display."""
+
+    on_update: Callable[[str, str, str, str], None] = lambda host, role, task, state: None
+    failures: list[Failure] = field(default_factory=list)
+    reboot: dict[str, bool] = field(default_factory=dict)
+
+    def __call__(self, event: dict) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        host = data.get("host") or data.get("remote_addr")
+        role = data.get("role") or "(play)"
+        task = data.get("task") or ""
+        if kind == "runner_on_start" and host:
+            self.on_update(host, role, task, "running")
+        elif kind == "runner_on_ok" and host:
+            res = data.get("res") or {}
+            if task == REBOOT_TASK:
+                self.reboot[host] = bool((res.get("stat") or {}).get("exists"))
+            self.on_update(host, role, task, "changed" if res.get("changed") else "ok")
+        elif kind == "runner_on_skipped" and host:
+            self.on_update(host, role, task, "skipped")
+        elif kind in ("runner_on_failed", "runner_on_unreachable") and host:
+            if kind == "runner_on_failed" and data.get("ignore_errors"):
+                return True
+            res = data.get("res") or {}
+            self.failures.append(
+                Failure(host, role, task, module_message(res), kind == "runner_on_unreachable")
+            )
+            self.on_update(host, role, task, "unreachable" if kind == "runner_on_unreachable" else "failed")
+        return True  # keep the event in the artifacts
+
+
+def module_message(res: dict) -> str:
+    """The module's own words: msg, else stderr, else the first result lines."""
+    for key in ("msg", "stderr", "module_stderr", "reason"):
+        value = res.get(key)
+        if value:
+            text = value if isinstance(value, str) else json.dumps(value)
+            return text.strip()[:2000]
+    results = res.get("results")
+    if isinstance(results, list):
+        msgs = [module_message(r) for r in results if isinstance(r, dict) and r.get("failed")]
+        if msgs:
+            return "; ".join(msgs)[:2000]
+    return json.dumps({k: v for k, v in res.items() if not k.startswith("_")})[:2000]
+
+
+def scrub_artifacts(folder: Path) -> None:
+    """ansible-runner records the whole environment in `command`: keep ANSIBLE_* and PATH, drop the rest
+    (a BMC password read from the environment must not land on disk)."""
+    for command in folder.rglob("command"):
+        try:
+            doc = json.loads(command.read_text())
+        except (OSError, ValueError):
+            continue
+        env = doc.get("env") or {}
+        doc["env"] = {
+            k: v
+            for k, v in env.items()
+            if (k.startswith("ANSIBLE_") or k == "PATH") and not SECRET_NAME.search(k)
+        }
+        doc["env_note"] = "other environment variables omitted by toolkit"
+        command.write_text(json.dumps(doc))
+
+
+def run_playbook(
+    playbook: str,
+    inventory: Path,
+    limit: str,
+    hosts: list[str],
+    *,
+    check: bool = False,
+    diff: bool = False,
+    tags: str | None = None,
+    skip_tags: str | None = None,
+    extra_vars: list[str] | None = None,
+    forks: int = 10,
+    vault_password_file: str | None = None,
+    keep_artifacts: int = 20,
+    on_update: Callable[[str, str, str, str], None] | None = None,
+    project_dir: Path | None = None,
+) -> RunResult:
+    playbook_bin = find_ansible_playbook()
+    try:
+        import ansible_runner
+    except ImportError:
+        raise MissingDependency("ansible-runner is not installed", hint=INSTALL_HINT) from None
+    project = project_dir or playbooks_dir()
+    private = state_dir() / "provision"
+    private.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cmdline = []
+    if check:
+        cmdline.append("--check")
+    if diff:
+        cmdline.append("--diff")
+    for item in extra_vars or []:
+        cmdline += ["-e", item]
+    if vault_password_file:
+        cmdline += ["--vault-password-file", str(Path(vault_password_file).resolve())]
+    sink = EventSink(on_update=on_update or (lambda *a: None))
+    envvars = {
+        "ANSIBLE_ROLES_PATH": str(project / "roles"),
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_FORCE_COLOR": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
+        # one SSH round trip per task instead of several; facts gathered once per host, not per play
+        "ANSIBLE_PIPELINING": os.environ.get("ANSIBLE_PIPELINING", "True"),
+        "ANSIBLE_GATHERING": os.environ.get("ANSIBLE_GATHERING", "smart"),
+        "PATH": os.pathsep.join([str(Path(playbook_bin).parent), os.environ.get("PATH", "")]),
+    }
+    runner = ansible_runner.run(
+        private_data_dir=str(private),
+        project_dir=str(project),
+        playbook=playbook,
+        inventory=str(Path(inventory).resolve()),
+        limit=limit,
+        tags=tags,
+        skip_tags=skip_tags,
+        cmdline=" ".join(_quote(a) for a in cmdline) or None,
+        forks=forks,
+        envvars=envvars,
+        event_handler=sink,
+        quiet=True,
+        rotate_artifacts=keep_artifacts,
+        suppress_env_files=True,
+    )
+    artifacts = Path(runner.config.artifact_dir)
+    scrub_artifacts(artifacts)
+    stats: dict[str, dict[str, int]] = {h: dict.fromkeys(COUNTERS, 0) for h in hosts}
+    raw = runner.stats or {}
+    for counter in COUNTERS:
+        for host, n in (raw.get(counter) or {}).items():
+            stats.setdefault(host, dict.fromkeys(COUNTERS, 0))[counter] = n
+    error = None
+    if runner.stats is None or runner.status in ("error", "timeout", "canceled"):
+        error = _tail(runner) or f"ansible-playbook ended with status {runner.status} (rc {runner.rc})"
+    return RunResult(
+        rc=runner.rc,
+        status=runner.status,
+        stats=stats,
+        failures=sink.failures,
+        reboot_required=sorted(h for h, needed in sink.reboot.items() if needed),
+        artifacts=artifacts,
+        hosts=hosts,
+        error=error,
+    )
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
+
+
+def _tail(runner) -> str:
+    """The last lines ansible-playbook printed: what an error before the first play says."""
+    try:
+        text = runner.stdout.read()
+    except (AttributeError, OSError, ValueError):
+        return ""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return "\n".join(lines[-6:])
