@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up toolkit in ./.venv on a fresh Debian/Ubuntu machine.
 #
-#   ./scripts/install.sh          the CLI and the ML stack `toolkit bench` needs
-#   ./scripts/install.sh --test   the same, plus what the tests need
+#   ./scripts/install.sh          the CLI, the ML stack `toolkit bench` needs, Ansible for `toolkit provision`
+#   ./scripts/install.sh --test   the same, plus what the tests need (Python packages, and with apt:
+#                                 debootstrap, systemd-nspawn, socat ... for the real test hosts)
 #
 # torch is installed first and pinned (TOOLKIT_TORCH, default torch==2.13.0): an
 # unpinned torch, asked for directly or by trl/peft/accelerate, pulls a multi-GB
@@ -12,9 +13,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="ml"
+extras="ml,provision"
+test_packages=""
 case "${1:-}" in
-  --test) extras="ml,test" ;;
+  --test)
+    extras="ml,provision,test"
+    # the provisioning tests boot Debian test hosts with systemd-nspawn and build signed apt repositories
+    test_packages="debootstrap systemd-container socat iproute2 openssh-client zstd apt-utils gnupg dpkg-dev"
+    ;;
   "") ;;
   *) echo "usage: $0 [--test]" >&2; exit 2 ;;
 esac
@@ -39,6 +45,15 @@ if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
   as_root apt-get -o DPkg::Lock::Timeout=600 update -q
   as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q "python${version}-venv" || \
     as_root apt-get -o DPkg::Lock::Timeout=600 install -y -q python3-venv
+fi
+
+missing=""
+for pkg in $test_packages; do
+  dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null | grep -q '^ii' || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  as_root apt-get -o DPkg::Lock::Timeout=600 update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing
 fi
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv

@@ -1,0 +1,337 @@
+"""`toolkit provision` against real test hosts: Debian booted with systemd-nspawn, over SSH.
+
+Vendor repositories are local signed stub repositories (tests/vendor_repo.py); Debian packages
+(docker.io, systemd-timesyncd ...) are the real ones from the machine's own Debian mirror.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import testhosts
+import vendor_repo
+from conftest import REPO, toolkit
+
+VENDOR = f"http://127.0.0.1:{testhosts.VENDOR_PORT}"
+SECRET = "s3cret-bmc-password-for-the-leak-test"
+
+pytestmark = pytest.mark.skipif(
+    bool(testhosts.requirements_missing()), reason=testhosts.requirements_missing() or ""
+)
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    base = tmp_path_factory.mktemp("lab")
+    vendor = vendor_repo.build(base / "vendor")
+    testhosts.build_image()
+    lab = testhosts.Lab(base / "hosts", vendor_root=vendor)
+    yield lab
+    lab.close()
+
+
+@pytest.fixture(scope="session")
+def state(tmp_path_factory):
+    return tmp_path_factory.mktemp("state")
+
+
+def provision(lab, state, inventory, *args, env=None):
+    proc = toolkit(
+        "provision",
+        *args,
+        "-i",
+        str(inventory),
+        "--json",
+        env={"TOOLKIT_STATE_DIR": str(state), "TOOLKIT_BMC_PASSWORD": SECRET, **(env or {})},
+        timeout=900,
+    )
+    doc = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None
+    return proc, doc
+
+
+@pytest.fixture(scope="module")
+def converged(lab, state):
+    """One host, site.yml twice."""
+    host = lab.start_host(1)
+    inventory = lab.inventory([host], vendor_repo.vendor_vars(VENDOR), path=lab.dir / "inv-converge.yml")
+    first = provision(lab, state, inventory, "all")
+    second = provision(lab, state, inventory, "all")
+    yield host, first, second
+    lab.stop_host(1)
+
+
+def test_first_run_succeeds_on_every_host(converged):
+    host, (proc, doc), _ = converged
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    stats = doc["hosts"][host.name]
+    assert stats["failures"] == 0 and stats["dark"] == 0 and stats["changed"] > 10
+    assert doc["failed_hosts"] == [] and doc["status"] == "ok"
+
+
+def test_second_run_changes_nothing(converged):
+    host, (first, _), (proc, doc) = converged
+    assert first.returncode == 0  # idempotency means something only after a clean first run
+    assert proc.returncode == 0, proc.stderr
+    assert doc["hosts"][host.name]["changed"] == 0, doc
+    assert doc["hosts"][host.name]["failures"] == 0
+
+
+def test_pinned_versions_are_installed(converged):
+    host, *_ = converged
+    out = host.ssh(
+        "dpkg-query -W -f='${Package}=${Version}\\n' cuda-drivers-550 nvidia-persistenced "
+        "cuda-toolkit-12-6 nvidia-container-toolkit libnvidia-container1 docker.io systemd-timesyncd"
+    )
+    installed = dict(line.split("=", 1) for line in out.stdout.split())
+    # the stub repositories also hold newer releases (560.35.03, 1.17.4): the pins must win
+    assert installed["cuda-drivers-550"] == vendor_repo.DRIVER
+    assert installed["nvidia-persistenced"] == vendor_repo.DRIVER
+    assert installed["cuda-toolkit-12-6"] == vendor_repo.CUDA_TOOLKIT
+    assert installed["nvidia-container-toolkit"] == installed["libnvidia-container1"] == vendor_repo.NCT
+    assert "docker.io" in installed and "systemd-timesyncd" in installed
+    pin = host.ssh("cat /etc/apt/preferences.d/toolkit-nvidia-driver").stdout
+    assert "Pin: version 550.127.08*" in pin and "libnvidia-container" not in pin
+
+
+def test_vendor_sources_are_deb822_with_signed_by(converged):
+    host, *_ = converged
+    cuda = host.ssh("cat /etc/apt/sources.list.d/cuda.sources").stdout
+    assert f"URIs: {VENDOR}/cuda/repos/debian12/x86_64/" in cuda
+    assert "Signed-By: /etc/apt/keyrings/cuda.asc" in cuda and "Suites: /" in cuda
+    assert "BEGIN PGP PUBLIC KEY BLOCK" in host.ssh("cat /etc/apt/keyrings/cuda.asc").stdout
+
+
+def test_docker_runs_with_the_nvidia_runtime(converged):
+    host, *_ = converged
+    config = json.loads(host.ssh("cat /etc/docker/daemon.json").stdout)
+    assert config["runtimes"]["nvidia"]["path"] == "nvidia-container-runtime"
+    assert config["log-opts"]["max-size"] == "100m" and config["live-restore"] is True
+    runtimes = json.loads(host.ssh("docker info --format '{{json .Runtimes}}'").stdout)
+    assert "nvidia" in runtimes
+    # nvidia-ctk ran once, on the first run only (the second found the runtime registered)
+    calls = host.ssh("cat /var/log/toolkit-stub-nvidia-ctk.log").stdout.splitlines()
+    assert calls == ["runtime configure --runtime=docker"]
+
+
+def test_services_enabled_and_running(converged):
+    host, *_ = converged
+    for unit in ("docker", "nvidia-persistenced"):
+        assert host.ssh(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
+        assert host.ssh(f"systemctl is-active {unit}").stdout.strip() == "active"
+    assert host.ssh("systemctl is-enabled systemd-timesyncd").stdout.strip() == "enabled"
+
+
+def test_kernel_command_line_and_reboot_marker(converged):
+    host, (_, first), (_, second) = converged
+    dropin = host.ssh("cat /etc/default/grub.d/90-toolkit.cfg").stdout
+    wanted = "modprobe.blacklist=nouveau nouveau.modeset=0"
+    assert f'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT {wanted}"' in dropin
+    assert "blacklist nouveau" in host.ssh("cat /etc/modprobe.d/toolkit-blacklist-nouveau.conf").stdout
+    assert "restart required" in host.ssh("cat /var/run/reboot-required").stdout
+    assert first["reboot_required"] == [host.name] and second["reboot_required"] == [host.name]
+
+
+def test_cuda_on_path_for_login_shells_and_toolkit_user(converged):
+    host, *_ = converged
+    assert host.ssh("bash -lc 'command -v nvcc'").stdout.strip() == "/usr/local/cuda-12.6/bin/nvcc"
+    assert host.ssh("getent passwd toolkit").stdout.split(":")[6].strip() == "/usr/sbin/nologin"
+
+
+def test_secrets_stay_out_of_outputs_and_artifacts(converged, state):
+    _, (first, doc), (second, _) = converged
+    for text in (first.stdout, first.stderr, second.stdout, second.stderr):
+        assert SECRET not in text
+    artifacts = Path(doc["artifacts"])
+    assert artifacts.is_dir() and str(state) in str(artifacts)
+    assert artifacts.stat().st_mode & 0o077 == 0  # private: job events hold task results
+    leaked = [p for p in artifacts.rglob("*") if p.is_file() and SECRET in p.read_text(errors="replace")]
+    assert not leaked, leaked
+
+
+def test_unreachable_host_does_not_stop_the_others(lab, state):
+    hosts = [lab.start_host(n) for n in (2, 3, 4)]
+    lab.stop_host(4)
+    inventory = lab.inventory(hosts, path=lab.dir / "inv-three.yml")
+    proc, doc = provision(lab, state, inventory, "all", "--roles", "common,grub")
+    assert proc.returncode == 3, proc.stderr
+    assert doc["failed_hosts"] == ["node4"]
+    assert doc["hosts"]["node4"]["dark"] >= 1
+    for name in ("node2", "node3"):
+        assert doc["hosts"][name]["failures"] == 0 and doc["hosts"][name]["changed"] > 0
+    assert any(f["host"] == "node4" and f["unreachable"] for f in doc["failures"])
+    table = toolkit(
+        "provision",
+        "all",
+        "-i",
+        str(inventory),
+        "--roles",
+        "grub",
+        env={"TOOLKIT_STATE_DIR": str(state)},
+        timeout=600,
+    )
+    assert table.returncode == 3
+    assert "unreachable node4" in table.stdout and "node2" in table.stdout
+
+
+def test_wrong_vendor_key_fails_closed(lab, state):
+    host = lab.hosts.get(2) or lab.start_host(2)
+    inventory = lab.inventory(
+        [host],
+        {**vendor_repo.vendor_vars(VENDOR), "nvidia_container_toolkit_key_url": f"{VENDOR}/wrong-key.asc"},
+        path=lab.dir / "inv-wrong-key.yml",
+    )
+    proc, doc = provision(lab, state, inventory, "all", "--roles", "nvidia_container_toolkit")
+    assert proc.returncode == 3
+    failure = next(f for f in doc["failures"] if f["host"] == host.name)
+    assert (
+        "NO_PUBKEY" in failure["message"]
+        or "not signed" in failure["message"]
+        or "signature" in failure["message"].lower()
+    ), failure
+    assert host.ssh("dpkg-query -W nvidia-container-toolkit", check=False).returncode != 0
+
+
+def test_rocm_role_installs_the_pinned_release(lab, state):
+    host = lab.hosts.get(3) or lab.start_host(3)
+    inventory = lab.inventory(
+        [host], vendor_repo.vendor_vars(VENDOR), path=lab.dir / "inv-rocm.yml", group="amd_nodes"
+    )
+    proc, _ = provision(
+        lab, state, inventory, "all", "--roles", "common,rocm", "-e", json.dumps({"rocm_users": ["toolkit"]})
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    out = host.ssh("dpkg-query -W -f='${Package}=${Version}\\n' rocm rocm-core amdgpu-dkms").stdout
+    installed = dict(line.split("=", 1) for line in out.split())
+    assert installed["rocm"] == vendor_repo.ROCM and installed["amdgpu-dkms"] == vendor_repo.AMDGPU_DKMS
+    assert (
+        "Pin: release o=repo.radeon.com" in host.ssh("cat /etc/apt/preferences.d/toolkit-rocm-pin-600").stdout
+    )
+    groups = host.ssh("id -nG toolkit").stdout.split()
+    assert "render" in groups and "video" in groups
+    again, doc2 = provision(
+        lab, state, inventory, "all", "--roles", "common,rocm", "-e", json.dumps({"rocm_users": ["toolkit"]})
+    )
+    assert again.returncode == 0 and doc2["hosts"][host.name]["changed"] == 0
+
+
+def test_check_mode_changes_nothing_on_a_fresh_host(lab, state):
+    host = lab.start_host(5)
+    before = host.ssh("find /etc -xdev -newer /etc/hostname -type f | sort; dpkg -l | md5sum").stdout
+    inventory = lab.inventory([host], vendor_repo.vendor_vars(VENDOR), path=lab.dir / "inv-check.yml")
+    proc, doc = provision(lab, state, inventory, "all", "--check")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert doc["check"] is True and doc["hosts"][host.name]["changed"] > 0  # it says what would change
+    after = host.ssh("find /etc -xdev -newer /etc/hostname -type f | sort; dpkg -l | md5sum").stdout
+    assert after == before
+    assert (
+        host.ssh(
+            "test -e /etc/docker/daemon.json || test -e /etc/apt/sources.list.d/cuda.sources "
+            "|| getent passwd toolkit",
+            check=False,
+        ).returncode
+        != 0
+    )
+    lab.stop_host(5)
+
+
+def test_argument_specs_reject_a_wrong_type(lab, state):
+    host = lab.hosts.get(2) or lab.start_host(2)
+    inventory = lab.inventory([host], path=lab.dir / "inv-argspec.yml")
+    proc, doc = provision(
+        lab, state, inventory, "all", "--roles", "docker", "-e", "docker_daemon_options=loud"
+    )
+    assert proc.returncode == 3
+    message = next(f["message"] for f in doc["failures"] if f["host"] == host.name)
+    assert "docker_daemon_options" in message and "dict" in message
+
+
+# --- no hosts needed ------------------------------------------------------------------------------
+
+
+def test_unknown_target_lists_what_exists(tmp_path):
+    proc = toolkit(
+        "provision", "gpu99", "-i", str(REPO / "inventory"), env={"TOOLKIT_STATE_DIR": str(tmp_path)}
+    )
+    assert proc.returncode == 2
+    assert "no host in" in proc.stderr and "gpu99" in proc.stderr
+    assert "nvidia_nodes" in proc.stderr and "gpu01" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_broken_inventory_names_the_file(tmp_path):
+    bad = tmp_path / "hosts.yml"
+    bad.write_text("all:\n  children:\n    gpu_nodes:\n      hosts:\n        a: {x: 1\n")
+    proc = toolkit("provision", "all", "-i", str(bad), env={"TOOLKIT_STATE_DIR": str(tmp_path)})
+    assert proc.returncode == 2
+    assert f"cannot read inventory {bad}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unknown_role_is_a_usage_error(tmp_path):
+    proc = toolkit(
+        "provision",
+        "all",
+        "-i",
+        str(REPO / "inventory"),
+        "--roles",
+        "common,cuda",
+        env={"TOOLKIT_STATE_DIR": str(tmp_path)},
+    )
+    assert proc.returncode == 2 and "unknown role(s): cuda" in proc.stderr
+
+
+def test_example_inventory_reads_through_ansible():
+    from toolkit.provision.inventory import load_inventory
+
+    inventory = load_inventory(REPO / "inventory")
+    assert set(inventory.groups["gpu_nodes"]) == {"gpu01", "gpu02", "amd01"}
+    assert inventory.resolve("nvidia_nodes") == ["gpu01", "gpu02"]
+    text = (REPO / "inventory/group_vars/all.yml").read_text()
+    assert "lookup('ansible.builtin.env', 'TOOLKIT_BMC_PASSWORD')" in text
+
+
+ROLES = [
+    "common",
+    "grub",
+    "nvidia_driver",
+    "cuda_toolkit",
+    "rocm",
+    "docker",
+    "nvidia_container_toolkit",
+    "apt_vendor_repo",
+    "apt_packages",
+    "os_support",
+]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_argument_specs_match_defaults(role):
+    root = REPO / "playbooks/roles" / role
+    defaults = yaml.safe_load((root / "defaults/main.yml").read_text()) or {}
+    specs = yaml.safe_load((root / "meta/argument_specs.yml").read_text())["argument_specs"]["main"][
+        "options"
+    ]
+    required = {k for k, v in specs.items() if v.get("required")}
+    assert set(defaults) == set(specs) - required, role
+    assert all(k.startswith(role) for k in specs), role
+
+
+def test_role_defaults_point_at_the_vendors():
+    def default(role, key):
+        return yaml.safe_load((REPO / f"playbooks/roles/{role}/defaults/main.yml").read_text())[key]
+
+    assert default("nvidia_driver", "nvidia_driver_cuda_repo_base_url").startswith(
+        "https://developer.download.nvidia.com/compute/cuda/repos"
+    )
+    assert default("cuda_toolkit", "cuda_toolkit_repo_base_url") == default(
+        "nvidia_driver", "nvidia_driver_cuda_repo_base_url"
+    )
+    assert default("nvidia_container_toolkit", "nvidia_container_toolkit_key_url").startswith(
+        "https://nvidia.github.io/libnvidia-container/"
+    )
+    assert default("rocm", "rocm_repo_base_url") == "https://repo.radeon.com"
+    assert default("docker", "docker_repo_url").startswith("https://download.docker.com/linux/")
