@@ -335,3 +335,20 @@ def test_role_defaults_point_at_the_vendors():
     )
     assert default("rocm", "rocm_repo_base_url") == "https://repo.radeon.com"
     assert default("docker", "docker_repo_url").startswith("https://download.docker.com/linux/")
+
+
+def test_reboot_flag_reboots_marked_hosts_and_waits(lab, state):
+    host = lab.start_host(6)
+    inventory = lab.inventory(
+        [host],
+        {"toolkit_reboot_boot_time_command": "awk '{print $22}' /proc/1/stat", "toolkit_reboot_timeout": 120},
+        path=lab.dir / "inv-reboot.yml",
+    )
+    proc, doc = provision(lab, state, inventory, "all", "--roles", "grub", "--reboot")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert doc["rebooted"] == [host.name] and doc["reboot_required"] == []
+    assert host.reboots == 1
+    # the marker lived in /run: gone after the reboot; the grub drop-in stays
+    assert host.ssh("test -e /var/run/reboot-required", check=False).returncode != 0
+    assert host.ssh("test -e /etc/default/grub.d/90-toolkit.cfg").returncode == 0
+    lab.stop_host(6)

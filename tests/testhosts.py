@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,8 @@ class Host:
     key: Path
     process: subprocess.Popen | None = None
     bridges: list[subprocess.Popen] = field(default_factory=list)
+    stopping: bool = False
+    reboots: int = 0
 
     def ssh_args(self) -> list[str]:
         return [
@@ -130,6 +133,7 @@ class Host:
 
     def stop(self) -> None:
         """Shut the host down (SIGTERM makes nspawn power the container off cleanly)."""
+        self.stopping = True
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -277,29 +281,45 @@ class Lab:
                     stderr=subprocess.DEVNULL,
                 )
             )
-        log = open(self.dir / f"host{n}.log", "w")  # noqa: SIM115 - lives as long as the container
-        host.process = subprocess.Popen(
-            [
-                "systemd-nspawn",
-                "-q",
-                "-b",
-                "-D",
-                str(root),
-                "-M",
-                f"{self._prefix}node{n}",
-                "--register=no",
-                "--keep-unit",
-                f"--network-namespace-path=/run/netns/{ns}",
-                "--capability=all",
-                "--system-call-filter=@mount @keyring bpf",
-                "--console=pipe",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "1"},
-            start_new_session=True,
-        )
+        log = open(self.dir / f"host{n}.log", "a")  # noqa: SIM115 - lives as long as the container
+        command = [
+            "systemd-nspawn",
+            "-q",
+            "-b",
+            "-D",
+            str(root),
+            "-M",
+            f"{self._prefix}node{n}",
+            "--register=no",
+            "--keep-unit",
+            f"--network-namespace-path=/run/netns/{ns}",
+            "--capability=all",
+            "--system-call-filter=@mount @keyring bpf",
+            "--console=pipe",
+        ]
+
+        def boot() -> subprocess.Popen:
+            return subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "1"},
+                start_new_session=True,
+            )
+
+        host.process = boot()
+
+        def supervise() -> None:
+            # a reboot inside the container ends nspawn with 133: boot it again, as a real host comes back
+            while not host.stopping:
+                code = host.process.wait()
+                if code != 133 or host.stopping:
+                    return
+                host.reboots += 1
+                host.process = boot()
+
+        threading.Thread(target=supervise, daemon=True).start()
         self.wait_ready(host)
         return host
 

@@ -183,6 +183,7 @@ def _quiet_libraries() -> None:
 def run(args: argparse.Namespace) -> int:
     from toolkit.bench.settings import load_settings, override
     from toolkit.bench.workloads.kto_lora import resolve_loss
+    from toolkit.catalog import load_catalog
 
     if args.kto_loss:
         resolve_loss(args.kto_loss)  # a bad value is a usage error before anything runs
@@ -208,6 +209,11 @@ def run(args: argparse.Namespace) -> int:
             "(a CPU build was probably installed)",
         )
     device = "cuda" if use_gpu else "cpu"
+    if use_gpu and not mismatch:
+        # torch's cuda:0 (CUDA_VISIBLE_DEVICES, FASTEST_FIRST order) must be the device the class matched
+        torch_name = torch.cuda.get_device_name(0)
+        if gpu_class.key != getattr(load_catalog().match_device(torch_name), "key", None):
+            mismatch = f"{profile} matched by NVML, but torch's cuda:0 is {torch_name}"
     if args.threads:
         torch.set_num_threads(args.threads)
     return _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, device)

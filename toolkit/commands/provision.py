@@ -91,22 +91,21 @@ def _playbook(args, project: Path, state: Path) -> tuple[str, Path]:
         )
     generated = state / "generated"
     generated.mkdir(parents=True, exist_ok=True)
-    # the generated play lives beside the real ones so reboot_status.yml and roles resolve alike
-    name = f".toolkit-roles-{os.getpid()}.yml"
+    # written to the state folder, not the checkout; roles resolve through ANSIBLE_ROLES_PATH
+    path = generated / f"roles-{os.getpid()}.yml"
+    reboot_status = (project / "reboot_status.yml").read_text().split("\n", 1)[1]  # without its "---"
     body = [
         "---",
         f"- name: Roles {', '.join(roles)}",
         "  hosts: all",
         "  become: true",
+        "  gather_subset: [min, virtual]",
         "  roles:",
         *[f"    - {r}" for r in roles],
         "",
-        "- name: Reboot status",
-        "  ansible.builtin.import_playbook: reboot_status.yml",
-        "",
     ]
-    (project / name).write_text("\n".join(body))
-    return name, project
+    path.write_text("\n".join(body) + reboot_status)
+    return str(path), project
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         live.stop()
         if args.roles:
-            (project / playbook).unlink(missing_ok=True)
+            Path(playbook).unlink(missing_ok=True)
     if result.error:
         raise UsageError(
             f"ansible-playbook could not run the playbook:\n{result.error}",
