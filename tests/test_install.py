@@ -56,3 +56,19 @@ def test_gpus_works_on_the_core_install(core_venv, tmp_path):
     proc = toolkit("gpus", python=str(core_venv), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "h100-sxm" in proc.stdout
+
+
+def test_provision_without_ansible_says_so(core_venv, tmp_path):
+    # the core install has no ansible-playbook, and PATH offers none either
+    proc = toolkit(
+        "provision",
+        "all",
+        "-i",
+        str(REPO / "inventory"),
+        python=str(core_venv),
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "TOOLKIT_STATE_DIR": str(tmp_path)},
+    )
+    assert proc.returncode == 2
+    assert "ansible-playbook was not found" in proc.stderr and "llm-node-toolkit[provision]" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -19,13 +19,12 @@ from conftest import REPO, toolkit
 VENDOR = f"http://127.0.0.1:{testhosts.VENDOR_PORT}"
 SECRET = "s3cret-bmc-password-for-the-leak-test"
 
-pytestmark = pytest.mark.skipif(
-    bool(testhosts.requirements_missing()), reason=testhosts.requirements_missing() or ""
-)
-
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory):
+    missing = testhosts.requirements_missing()
+    if missing:
+        pytest.skip(missing)
     base = tmp_path_factory.mktemp("lab")
     vendor = vendor_repo.build(base / "vendor")
     testhosts.build_image()
@@ -95,6 +94,13 @@ def test_pinned_versions_are_installed(converged):
     assert "docker.io" in installed and "systemd-timesyncd" in installed
     pin = host.ssh("cat /etc/apt/preferences.d/toolkit-nvidia-driver").stdout
     assert "Pin: version 550.127.08*" in pin and "libnvidia-container" not in pin
+    # an upgrade keeps the pins (the repositories hold 560.35.03 and 1.17.4)
+    upgrade = host.ssh("apt-get -s -o Debug::NoLocking=1 upgrade").stdout
+    assert "560.35.03" not in upgrade and "1.17.4" not in upgrade
+    assert (
+        "Pin: version 1.17.3-1"
+        in host.ssh("cat /etc/apt/preferences.d/toolkit-nvidia-container-toolkit").stdout
+    )
 
 
 def test_vendor_sources_are_deb822_with_signed_by(converged):
@@ -119,10 +125,11 @@ def test_docker_runs_with_the_nvidia_runtime(converged):
 
 def test_services_enabled_and_running(converged):
     host, *_ = converged
-    for unit in ("docker", "nvidia-persistenced"):
+    for unit in ("docker", "nvidia-persistenced", "systemd-timesyncd"):
         assert host.ssh(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
-        assert host.ssh(f"systemctl is-active {unit}").stdout.strip() == "active"
-    assert host.ssh("systemctl is-enabled systemd-timesyncd").stdout.strip() == "enabled"
+    assert host.ssh("systemctl is-active docker").stdout.strip() == "active"
+    # no NVIDIA kernel driver is loaded in a test host: persistenced waits for the reboot
+    assert host.ssh("systemctl is-active nvidia-persistenced", check=False).stdout.strip() == "inactive"
 
 
 def test_kernel_command_line_and_reboot_marker(converged):
@@ -152,11 +159,19 @@ def test_secrets_stay_out_of_outputs_and_artifacts(converged, state):
     assert not leaked, leaked
 
 
+def test_check_mode_on_a_converged_host_reports_nothing_to_change(converged, lab, state):
+    host, *_ = converged
+    inventory = lab.dir / "inv-converge.yml"
+    proc, doc = provision(lab, state, inventory, "all", "--check", "--diff")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert doc["hosts"][host.name]["changed"] == 0, doc["changes"]
+
+
 def test_unreachable_host_does_not_stop_the_others(lab, state):
     hosts = [lab.start_host(n) for n in (2, 3, 4)]
     lab.stop_host(4)
-    inventory = lab.inventory(hosts, path=lab.dir / "inv-three.yml")
-    proc, doc = provision(lab, state, inventory, "all", "--roles", "common,grub")
+    inventory = lab.inventory(hosts, vendor_repo.vendor_vars(VENDOR), path=lab.dir / "inv-three.yml")
+    proc, doc = provision(lab, state, inventory, "all")
     assert proc.returncode == 3, proc.stderr
     assert doc["failed_hosts"] == ["node4"]
     assert doc["hosts"]["node4"]["dark"] >= 1
@@ -178,7 +193,7 @@ def test_unreachable_host_does_not_stop_the_others(lab, state):
 
 
 def test_wrong_vendor_key_fails_closed(lab, state):
-    host = lab.hosts.get(2) or lab.start_host(2)
+    host = lab.start_host(7)  # fresh: nothing from NVIDIA's repository installed yet
     inventory = lab.inventory(
         [host],
         {**vendor_repo.vendor_vars(VENDOR), "nvidia_container_toolkit_key_url": f"{VENDOR}/wrong-key.asc"},
@@ -193,6 +208,7 @@ def test_wrong_vendor_key_fails_closed(lab, state):
         or "signature" in failure["message"].lower()
     ), failure
     assert host.ssh("dpkg-query -W nvidia-container-toolkit", check=False).returncode != 0
+    lab.stop_host(7)
 
 
 def test_rocm_role_installs_the_pinned_release(lab, state):
@@ -220,13 +236,22 @@ def test_rocm_role_installs_the_pinned_release(lab, state):
 
 def test_check_mode_changes_nothing_on_a_fresh_host(lab, state):
     host = lab.start_host(5)
-    before = host.ssh("find /etc -xdev -newer /etc/hostname -type f | sort; dpkg -l | md5sum").stdout
+    host.ssh("touch /run/toolkit-before-check; sleep 1")
+    changed_since = (
+        "find /etc /usr /var /opt /run -xdev -newer /run/toolkit-before-check "
+        "-not -path '/var/log/*' -not -path '/run/systemd/*' -not -path '/var/lib/systemd/*' "
+        "-not -path '/run/user/*' -not -path '/run/sshd*' -not -path '/var/cache/*' "
+        "-not -name motd.dynamic -type f -print | sort"  # motd.dynamic: written by each SSH login
+    )
+    packages = "dpkg-query -W | md5sum"
+    before = host.ssh(packages).stdout
     inventory = lab.inventory([host], vendor_repo.vendor_vars(VENDOR), path=lab.dir / "inv-check.yml")
     proc, doc = provision(lab, state, inventory, "all", "--check")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert doc["check"] is True and doc["hosts"][host.name]["changed"] > 0  # it says what would change
-    after = host.ssh("find /etc -xdev -newer /etc/hostname -type f | sort; dpkg -l | md5sum").stdout
-    assert after == before
+    assert {c["role"] for c in doc["changes"]} >= {"common", "grub", "docker"}
+    assert host.ssh(packages).stdout == before
+    assert host.ssh(changed_since).stdout.split() == []
     assert (
         host.ssh(
             "test -e /etc/docker/daemon.json || test -e /etc/apt/sources.list.d/cuda.sources "
@@ -252,12 +277,15 @@ def test_argument_specs_reject_a_wrong_type(lab, state):
 # --- no hosts needed ------------------------------------------------------------------------------
 
 
-def test_unknown_target_lists_what_exists(tmp_path):
+@pytest.mark.parametrize(
+    ("target", "message"), [("gpu99", "'gpu99' is neither a host nor a group"), ("gpu9*", "no host in")]
+)
+def test_unknown_target_lists_what_exists(target, message, tmp_path):
     proc = toolkit(
-        "provision", "gpu99", "-i", str(REPO / "inventory"), env={"TOOLKIT_STATE_DIR": str(tmp_path)}
+        "provision", target, "-i", str(REPO / "inventory"), env={"TOOLKIT_STATE_DIR": str(tmp_path)}
     )
     assert proc.returncode == 2
-    assert "no host in" in proc.stderr and "gpu99" in proc.stderr
+    assert message in proc.stderr
     assert "nvidia_nodes" in proc.stderr and "gpu01" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -271,17 +299,21 @@ def test_broken_inventory_names_the_file(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_unknown_role_is_a_usage_error(tmp_path):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["all", "--roles", "common,cuda"], "unknown role(s): cuda"),
+        (["all", "--roles", "apt_packages"], "unknown role(s): apt_packages"),  # internal, not a capability
+        (["gpu01,gpu99"], "'gpu99' is neither a host nor a group"),
+        (["all", "--keep-artifacts", "0"], "--keep-artifacts must be at least 1"),
+    ],
+)
+def test_bad_provision_arguments(args, message, tmp_path):
     proc = toolkit(
-        "provision",
-        "all",
-        "-i",
-        str(REPO / "inventory"),
-        "--roles",
-        "common,cuda",
-        env={"TOOLKIT_STATE_DIR": str(tmp_path)},
+        "provision", *args, "-i", str(REPO / "inventory"), env={"TOOLKIT_STATE_DIR": str(tmp_path)}
     )
-    assert proc.returncode == 2 and "unknown role(s): cuda" in proc.stderr
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_example_inventory_reads_through_ansible():
@@ -335,6 +367,11 @@ def test_role_defaults_point_at_the_vendors():
     )
     assert default("rocm", "rocm_repo_base_url") == "https://repo.radeon.com"
     assert default("docker", "docker_repo_url").startswith("https://download.docker.com/linux/")
+    assert (
+        default("nvidia_container_toolkit", "nvidia_container_toolkit_repo_url")
+        .strip()
+        .startswith("https://nvidia.github.io/libnvidia-container/stable/deb/")
+    )
 
 
 def test_reboot_flag_reboots_marked_hosts_and_waits(lab, state):

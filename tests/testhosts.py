@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -26,8 +27,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 CACHE = Path(os.environ.get("TOOLKIT_TEST_CACHE", "/var/cache/toolkit-tests"))
-IMAGE = CACHE / "bookworm-minbase.tar.zst"
 IMAGE_PACKAGES = "systemd systemd-sysv dbus openssh-server python3 python3-apt iproute2 ca-certificates"
+# the cached image is named after what it holds: a changed package list builds a new one
+IMAGE = CACHE / f"bookworm-minbase-{hashlib.sha256(IMAGE_PACKAGES.encode()).hexdigest()[:10]}.tar.zst"
 SUBNET = os.environ.get("TOOLKIT_TEST_SUBNET", "10.213")
 VENDOR_PORT = 8080  # the local vendor repository, as seen from inside a host
 
@@ -258,7 +260,7 @@ class Lab:
                     "exec",
                     ns,
                     "socat",
-                    "TCP-LISTEN:80,bind=127.0.0.1,fork,reuseaddr",
+                    f"TCP-LISTEN:{self.mirror.port or 80},bind=127.0.0.1,fork,reuseaddr",
                     f"UNIX-CONNECT:{self.mirror_sock}",
                 ],
                 stdout=subprocess.DEVNULL,

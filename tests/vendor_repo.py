@@ -210,8 +210,9 @@ def build(root: Path) -> Path:
             cuda,
             f"cuda-drivers-{branch}",
             driver,
-            f"nvidia-driver-cuda (= {driver}), nvidia-kernel-dkms (= {driver}), "
-            f"nvidia-persistenced (= {driver})",
+            # ">=" as NVIDIA's metapackages: without the role's pin apt would take the newest (560)
+            f"nvidia-driver-cuda (>= {driver}), nvidia-kernel-dkms (>= {driver}), "
+            f"nvidia-persistenced (>= {driver})",
         )
         _deb(
             cuda,

@@ -79,11 +79,13 @@ def _inventory_path(arg: str | None) -> Path:
 
 
 def _playbook(args, project: Path, state: Path) -> tuple[str, Path]:
-    """(playbook, project folder): site.yml, or a generated play applying --roles in order."""
+    """(playbook, project folder): site.yml, or a generated playbook importing the capability playbooks
+    of --roles in that order (each keeps its own group: docker on all GPU nodes, the NVIDIA roles on
+    nvidia_nodes only)."""
     if not args.roles:
         return "site.yml", project
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    unknown = [r for r in roles if not (project / "roles" / r).is_dir()]
+    unknown = [r for r in roles if r not in CAPABILITIES]
     if unknown or not roles:
         raise UsageError(
             f"unknown role(s): {', '.join(unknown) or '(none given)'}",
@@ -91,20 +93,12 @@ def _playbook(args, project: Path, state: Path) -> tuple[str, Path]:
         )
     generated = state / "generated"
     generated.mkdir(parents=True, exist_ok=True)
-    # written to the state folder, not the checkout; roles resolve through ANSIBLE_ROLES_PATH
+    # written to the state folder, never into the checkout
     path = generated / f"roles-{os.getpid()}.yml"
-    reboot_status = (project / "reboot_status.yml").read_text().split("\n", 1)[1]  # without its "---"
-    body = [
-        "---",
-        f"- name: Roles {', '.join(roles)}",
-        "  hosts: all",
-        "  become: true",
-        "  gather_subset: [min, virtual]",
-        "  roles:",
-        *[f"    - {r}" for r in roles],
-        "",
+    body = ["---"] + [
+        f"- name: Role {r}\n  ansible.builtin.import_playbook: {project / (r + '.yml')}" for r in roles
     ]
-    path.write_text("\n".join(body) + reboot_status)
+    path.write_text("\n".join(body) + "\n")
     return str(path), project
 
 
@@ -114,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.forks < 1:
         raise UsageError("--forks must be at least 1")
+    if args.keep_artifacts < 1:
+        raise UsageError("--keep-artifacts must be at least 1")
     engine.find_ansible_playbook()  # a clear error before anything else when Ansible is missing
     try:
         import ansible  # noqa: F401
@@ -121,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         from toolkit.errors import MissingDependency
 
         raise MissingDependency("ansible-core is not installed", hint=engine.INSTALL_HINT) from None
-    inventory = load_inventory(_inventory_path(args.inventory))
+    inventory = load_inventory(_inventory_path(args.inventory), args.vault_password_file)
     hosts = inventory.resolve(args.target, args.limit)
     project = engine.playbooks_dir()
     playbook, project = _playbook(args, project, engine.state_dir())
@@ -179,6 +175,13 @@ def run(args: argparse.Namespace) -> int:
             f"ansible-playbook could not run the playbook:\n{result.error}",
             hint=f"runner artifacts: {result.artifacts}",
         )
+    untouched = [h for h in hosts if not any(result.stats.get(h, {}).values())]
+    if untouched and not args.tags and not args.skip_tags:
+        raise UsageError(
+            f"no play applied to {', '.join(untouched)}: "
+            "the playbooks target gpu_nodes, nvidia_nodes and amd_nodes",
+            hint="put the hosts in those groups (see inventory/hosts.yml)",
+        )
     rebooted: list[str] = []
     if args.reboot and result.reboot_required and not args.check:
         reboot = engine.run_playbook(
@@ -186,10 +189,15 @@ def run(args: argparse.Namespace) -> int:
             inventory.path,
             ":".join(result.reboot_required),
             result.reboot_required,
+            extra_vars=args.extra_vars,
+            vault_password_file=args.vault_password_file,
             forks=args.forks,
             keep_artifacts=args.keep_artifacts,
             project_dir=project,
         )
+        if reboot.error:  # the reboot playbook never ran: no host counts as rebooted
+            result.failures.append(engine.Failure("-", "reboot", "reboot.yml", reboot.error))
+            reboot.stats = {h: {"failures": 1} for h in result.reboot_required}
         rebooted = [h for h in result.reboot_required if h not in reboot.failed_hosts]
         result.failures += reboot.failures
         for h in reboot.failed_hosts:
@@ -199,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump(_as_json(result, args, rebooted), sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        render_recap(result, out, args.check)
+        render_recap(result, out, args.check, show_changes=args.check or args.diff)
         if rebooted:
             out.print(f"Rebooted: {', '.join(rebooted)}")
         if result.reboot_required:
@@ -221,5 +229,6 @@ def _as_json(result, args, rebooted) -> dict:
         "reboot_required": result.reboot_required,
         "rebooted": rebooted,
         "artifacts": str(result.artifacts),
+        "changes": result.changes,
         "status": "ok" if not result.failed_hosts else "failed",
     }

@@ -57,7 +57,7 @@ class Grid:
         return table
 
 
-def render_recap(result: RunResult, console, check: bool) -> None:
+def render_recap(result: RunResult, console, check: bool, show_changes: bool = False) -> None:
     from rich.table import Table
 
     title = "Recap" + (" (check mode: nothing was changed)" if check else "")
@@ -77,8 +77,39 @@ def render_recap(result: RunResult, console, check: bool) -> None:
             "[yellow]required[/]" if host in result.reboot_required else "",
         )
     console.print(table)
+    if show_changes:
+        for change in result.changes:
+            verb = "would change" if check else "changed"
+            console.print(
+                f"[yellow]{verb}[/] {change['host']} · role {change['role']} · {change['task']}",
+                highlight=False,
+            )
+            for text in diff_lines(change.get("diff")):
+                console.print(text, highlight=False, markup=False)
     for f in result.failures:
         kind = "unreachable" if f.unreachable else "failed"
         console.print(
             f"[red]{kind}[/] {f.host} · role {f.role} · task {f.task!r}: {f.message}", highlight=False
         )
+
+
+def diff_lines(diff) -> list[str]:
+    """Ansible's before/after diff(s) as unified diff lines."""
+    import difflib
+
+    out: list[str] = []
+    for d in diff if isinstance(diff, list) else [diff] if diff else []:
+        before, after = d.get("before"), d.get("after")
+        if isinstance(before, str) and isinstance(after, str):
+            out += [
+                "    " + line.rstrip("\n")
+                for line in difflib.unified_diff(
+                    before.splitlines(True),
+                    after.splitlines(True),
+                    d.get("before_header", "before"),
+                    d.get("after_header", "after"),
+                )
+            ]
+        elif isinstance(d.get("prepared"), str):
+            out += ["    " + line for line in d["prepared"].splitlines()]
+    return out

@@ -11,13 +11,16 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import MissingDependency
 
+INTERNAL_ROLES = ("apt_packages", "apt_vendor_repo", "os_support")
 COUNTERS = ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored")
 SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
 REBOOT_TASK = "Toolkit reboot status"
@@ -72,6 +75,7 @@ class RunResult:
     artifacts: Path
     hosts: list[str]
     error: str | None = None
+    changes: list[dict] = field(default_factory=list)
 
     @property
     def failed_hosts(self) -> list[str]:
@@ -91,14 +95,17 @@ class EventSink:
     """Collects what the recap needs from runner events and forwards them to a display."""
 
     on_update: Callable[[str, str, str, str], None] = lambda host, role, task, state: None
+    capture_changes: bool = False
     failures: list[Failure] = field(default_factory=list)
     reboot: dict[str, bool] = field(default_factory=dict)
+    changes: list[dict] = field(default_factory=list)
+    _capability: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, event: dict) -> bool:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         host = data.get("host") or data.get("remote_addr")
-        role = data.get("role") or "(play)"
+        role = self._role(host, data.get("role"))
         task = data.get("task") or ""
         if kind == "runner_on_start" and host:
             self.on_update(host, role, task, "running")
@@ -106,6 +113,8 @@ class EventSink:
             res = data.get("res") or {}
             if task == REBOOT_TASK:
                 self.reboot[host] = bool((res.get("stat") or {}).get("exists"))
+            if res.get("changed") and self.capture_changes:
+                self.changes.append({"host": host, "role": role, "task": task, "diff": res.get("diff")})
             self.on_update(host, role, task, "changed" if res.get("changed") else "ok")
         elif kind == "runner_on_skipped" and host:
             self.on_update(host, role, task, "skipped")
@@ -119,13 +128,33 @@ class EventSink:
             self.on_update(host, role, task, "unreachable" if kind == "runner_on_unreachable" else "failed")
         return True  # keep the event in the artifacts
 
+    def _role(self, host: str | None, role: str | None) -> str:
+        """Events of the shared internal roles count for the capability role that included them."""
+        if not role:
+            return "(play)"
+        if role in INTERNAL_ROLES:
+            return self._capability.get(host or "", role)
+        self._capability[host or ""] = role
+        return role
+
 
 def module_message(res: dict) -> str:
-    """The module's own words: msg, else stderr, else the first result lines."""
-    for key in ("msg", "stderr", "module_stderr", "reason"):
+    """The module's own words: msg, else stderr, else the first result lines. A generic msg
+    ("non-zero return code") gets the command's error lines appended."""
+    stderr = res.get("stderr") or res.get("module_stderr") or ""
+    if isinstance(stderr, str) and stderr.strip():
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith(("E:", "W:", "ERROR", "Error"))] or lines[-3:]
+        stderr = " | ".join(errors)
+    msg = res.get("msg")
+    if isinstance(msg, str) and msg.strip():
+        generic = msg.strip() in ("non-zero return code", "MODULE FAILURE") or msg.strip().endswith(":")
+        return (f"{msg.strip()} {stderr}" if generic and stderr else msg.strip())[:2000]
+    for key in ("stderr", "module_stderr", "reason"):
         value = res.get(key)
         if value:
-            text = value if isinstance(value, str) else json.dumps(value)
+            text = stderr if key != "reason" and stderr else value
+            text = text if isinstance(text, str) else json.dumps(text)
             return text.strip()[:2000]
     results = res.get("results")
     if isinstance(results, list):
@@ -184,10 +213,13 @@ def run_playbook(
     if diff:
         cmdline.append("--diff")
     for item in extra_vars or []:
+        # ansible-playbook runs in the playbooks folder: make `@file` relative to where the user is
+        if item.startswith("@"):
+            item = "@" + str(Path(item[1:]).expanduser().resolve())
         cmdline += ["-e", item]
     if vault_password_file:
         cmdline += ["--vault-password-file", str(Path(vault_password_file).resolve())]
-    sink = EventSink(on_update=on_update or (lambda *a: None))
+    sink = EventSink(on_update=on_update or (lambda *a: None), capture_changes=check or diff)
     envvars = {
         "ANSIBLE_ROLES_PATH": str(project / "roles"),
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
@@ -199,37 +231,55 @@ def run_playbook(
         "ANSIBLE_GATHERING": os.environ.get("ANSIBLE_GATHERING", "smart"),
         "PATH": os.pathsep.join([str(Path(playbook_bin).parent), os.environ.get("PATH", "")]),
     }
-    runner = ansible_runner.run(
-        private_data_dir=str(private),
-        project_dir=str(project),
-        playbook=playbook,
-        inventory=str(Path(inventory).resolve()),
-        limit=limit,
-        tags=tags,
-        skip_tags=skip_tags,
-        cmdline=" ".join(_quote(a) for a in cmdline) or None,
-        forks=forks,
-        envvars=envvars,
-        event_handler=sink,
-        quiet=True,
-        rotate_artifacts=keep_artifacts,
-        suppress_env_files=True,
-    )
-    artifacts = Path(runner.config.artifact_dir)
-    scrub_artifacts(artifacts)
+    ident = uuid.uuid4().hex
+    artifacts = private / "artifacts" / ident
+    cancel = {"requested": False}
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def request_cancel(signum, frame):  # ansible-playbook runs in its own session: stop it through runner
+        cancel["requested"] = True
+
+    for sig in previous:
+        signal.signal(sig, request_cancel)
+    try:
+        runner = ansible_runner.run(
+            ident=ident,
+            cancel_callback=lambda: cancel["requested"],
+            private_data_dir=str(private),
+            project_dir=str(project),
+            playbook=playbook,
+            inventory=str(Path(inventory).resolve()),
+            limit=limit,
+            tags=tags,
+            skip_tags=skip_tags,
+            cmdline=" ".join(_quote(a) for a in cmdline) or None,
+            forks=forks,
+            envvars=envvars,
+            event_handler=sink,
+            quiet=True,
+            rotate_artifacts=keep_artifacts,
+            suppress_env_files=True,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        scrub_artifacts(artifacts)  # also after Ctrl-C or a crash: the environment must not stay on disk
     stats: dict[str, dict[str, int]] = {h: dict.fromkeys(COUNTERS, 0) for h in hosts}
     raw = runner.stats or {}
     for counter in COUNTERS:
         for host, n in (raw.get(counter) or {}).items():
             stats.setdefault(host, dict.fromkeys(COUNTERS, 0))[counter] = n
     error = None
-    if runner.stats is None or runner.status in ("error", "timeout", "canceled"):
+    if cancel["requested"] or runner.status == "canceled":
+        raise KeyboardInterrupt
+    if runner.stats is None or runner.status in ("error", "timeout"):
         error = _tail(runner) or f"ansible-playbook ended with status {runner.status} (rc {runner.rc})"
     return RunResult(
         rc=runner.rc,
         status=runner.status,
         stats=stats,
         failures=sink.failures,
+        changes=sink.changes,
         reboot_required=sorted(h for h, needed in sink.reboot.items() if needed),
         artifacts=artifacts,
         hosts=hosts,

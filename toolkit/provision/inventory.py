@@ -25,6 +25,20 @@ class Inventory:
     def resolve(self, target: str, limit: str | None = None) -> list[str]:
         """Hosts a TARGET (host, group, `all` or an Ansible pattern) and --limit select."""
         pattern = f"{target}:&{limit}" if limit else target
+        # a plain name in a list ("gpu01,gpu99") that matches nothing is a typo, not a filter
+        for name in re.split(r"[,:]", target):
+            plain = name.lstrip("!&")
+            if (
+                plain
+                and re.fullmatch(r"[A-Za-z0-9_.-]+", plain)
+                and plain != "all"
+                and plain not in self.groups
+                and plain not in self.hosts
+            ):
+                raise UsageError(
+                    f"{plain!r} is neither a host nor a group of {self.path}",
+                    hint=f"groups: {', '.join(sorted(self.groups))}; hosts: {', '.join(sorted(self.hosts))}",
+                )
         with contextlib.redirect_stderr(io.StringIO()):  # "could not match pattern": said below
             hosts = [h.name for h in self._manager.get_hosts(pattern=pattern)]
         if not hosts:
@@ -38,7 +52,7 @@ class Inventory:
         return hosts
 
 
-def load_inventory(path: str | os.PathLike) -> Inventory:
+def load_inventory(path: str | os.PathLike, vault_password_file: str | None = None) -> Inventory:
     path = Path(path)
     if not path.exists():
         raise UsageError(f"inventory {path} does not exist", hint="pass -i FILE (YAML or INI) or a folder")
@@ -50,9 +64,16 @@ def load_inventory(path: str | os.PathLike) -> Inventory:
     from ansible.parsing.dataloader import DataLoader
 
     warnings = io.StringIO()
+    loader = DataLoader()
+    if vault_password_file:  # an inventory encrypted with ansible-vault
+        from ansible.parsing.vault import get_file_vault_secret
+
+        secret = get_file_vault_secret(filename=str(Path(vault_password_file).resolve()), loader=loader)
+        secret.load()
+        loader.set_vault_secrets([("default", secret)])
     try:
         with contextlib.redirect_stderr(warnings):  # Ansible's parser warnings: kept for the error
-            manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
+            manager = InventoryManager(loader=loader, sources=[str(path)])
     except AnsibleError as err:
         # "YAML parsing failed: ... Origin: FILE:LINE:COL" says where; the plugin-by-plugin story does not
         text = warnings.getvalue()
