@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from toolkit.commands.provision import CAPABILITIES
+
 import testhosts
 import vendor_repo
 from conftest import REPO, toolkit
@@ -326,18 +328,7 @@ def test_example_inventory_reads_through_ansible():
     assert "lookup('ansible.builtin.env', 'TOOLKIT_BMC_PASSWORD')" in text
 
 
-ROLES = [
-    "common",
-    "grub",
-    "nvidia_driver",
-    "cuda_toolkit",
-    "rocm",
-    "docker",
-    "nvidia_container_toolkit",
-    "apt_vendor_repo",
-    "apt_packages",
-    "os_support",
-]
+ROLES = [*CAPABILITIES, "apt_vendor_repo", "apt_packages", "os_support"]
 
 
 @pytest.mark.parametrize("role", ROLES)

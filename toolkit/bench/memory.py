@@ -11,22 +11,12 @@ from __future__ import annotations
 import resource
 
 
-def _vm_hwm_bytes() -> int | None:
+def _status_bytes(field: str) -> int | None:
+    """A kB field of /proc/self/status (VmHWM: peak RSS, VmRSS: current RSS) in bytes."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _rss_bytes() -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         return None
@@ -52,7 +42,7 @@ class PeakMemory:
             self.scope = "load"
         except OSError:
             self.scope = "process"
-        self.baseline = _rss_bytes()
+        self.baseline = _status_bytes("VmRSS")
 
     def read(self) -> dict:
         if self.device_type == "cuda":
@@ -63,7 +53,7 @@ class PeakMemory:
                 "peak_memory_bytes": int(torch.cuda.max_memory_allocated()),
                 "peak_memory_reserved_bytes": int(torch.cuda.max_memory_reserved()),
             }
-        peak = _vm_hwm_bytes()
+        peak = _status_bytes("VmHWM")
         if peak is None:
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             self.scope = "process"
