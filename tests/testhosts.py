@@ -72,6 +72,14 @@ def run(cmd: list[str] | str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, shell=isinstance(cmd, str), **kw)
 
 
+def socat(listen: str, connect: str, netns: str | None = None) -> subprocess.Popen:
+    """One bridge end: socat from `listen` to `connect`, inside `netns` when given."""
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    return subprocess.Popen(
+        [*prefix, "socat", listen, connect], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
 def build_image() -> Path:
     """Build the bookworm image once per machine (cached as a zstd tarball; ~50 s, then ~1 s to extract)."""
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -171,14 +179,9 @@ class Lab:
         mirror_port = self.mirror.port or 80
         self.mirror_sock = self.dir / "mirror.sock"
         self._servers.append(
-            subprocess.Popen(
-                [
-                    "socat",
-                    f"UNIX-LISTEN:{self.mirror_sock},fork,unlink-early",
-                    f"TCP:{self.mirror.hostname}:{mirror_port}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+            socat(
+                f"UNIX-LISTEN:{self.mirror_sock},fork,unlink-early",
+                f"TCP:{self.mirror.hostname}:{mirror_port}",
             )
         )
         self.vendor_sock = None
@@ -204,14 +207,9 @@ class Lab:
             line = http.stdout.readline()  # "Serving HTTP on 127.0.0.1 port NNNN ..."
             self.vendor_http_port = int(re.search(r"port (\d+)", line).group(1))
             self._servers.append(
-                subprocess.Popen(
-                    [
-                        "socat",
-                        f"UNIX-LISTEN:{self.vendor_sock},fork,unlink-early",
-                        f"TCP:127.0.0.1:{self.vendor_http_port}",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                socat(
+                    f"UNIX-LISTEN:{self.vendor_sock},fork,unlink-early",
+                    f"TCP:127.0.0.1:{self.vendor_http_port}",
                 )
             )
         deadline = time.monotonic() + 5
@@ -252,36 +250,13 @@ class Lab:
         host = Host(n=n, name=f"node{n}", ip=ip, root=root, netns=ns, key=self.key)
         self.hosts[n] = host
         # namespace ends of the bridges: the host's own 127.0.0.1:80 is the mirror, :8080 the vendor repo
+        listen = "bind=127.0.0.1,fork,reuseaddr"
         host.bridges.append(
-            subprocess.Popen(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns,
-                    "socat",
-                    f"TCP-LISTEN:{self.mirror.port or 80},bind=127.0.0.1,fork,reuseaddr",
-                    f"UNIX-CONNECT:{self.mirror_sock}",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            socat(f"TCP-LISTEN:{self.mirror.port or 80},{listen}", f"UNIX-CONNECT:{self.mirror_sock}", ns)
         )
         if self.vendor_sock:
             host.bridges.append(
-                subprocess.Popen(
-                    [
-                        "ip",
-                        "netns",
-                        "exec",
-                        ns,
-                        "socat",
-                        f"TCP-LISTEN:{VENDOR_PORT},bind=127.0.0.1,fork,reuseaddr",
-                        f"UNIX-CONNECT:{self.vendor_sock}",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+                socat(f"TCP-LISTEN:{VENDOR_PORT},{listen}", f"UNIX-CONNECT:{self.vendor_sock}", ns)
             )
         log = open(self.dir / f"host{n}.log", "a")  # noqa: SIM115 - lives as long as the container
         command = [

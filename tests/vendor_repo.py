@@ -136,26 +136,19 @@ def _sign(home: Path, folder: Path) -> None:
     _gpg(home, "--yes", "-abs", "-o", str(folder / "Release.gpg"), str(release))
 
 
+def _ftparchive(cwd: Path, *args: str) -> str:
+    return subprocess.run(
+        ["apt-ftparchive", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def _release_options(**fields: str) -> list[str]:
+    return [f"-o=APT::FTPArchive::Release::{k}={v}" for k, v in fields.items()]
+
+
 def _flat_repo(folder: Path, home: Path, origin: str) -> None:
-    packages = subprocess.run(
-        ["apt-ftparchive", "packages", "."], cwd=folder, check=True, capture_output=True, text=True
-    ).stdout
-    (folder / "Packages").write_text(packages)
-    release = subprocess.run(
-        [
-            "apt-ftparchive",
-            "-o",
-            f"APT::FTPArchive::Release::Origin={origin}",
-            "-o",
-            f"APT::FTPArchive::Release::Label={origin}",
-            "release",
-            ".",
-        ],
-        cwd=folder,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    (folder / "Packages").write_text(_ftparchive(folder, "packages", "."))
+    release = _ftparchive(folder, *_release_options(Origin=origin, Label=origin), "release", ".")
     (folder / "Release").write_text(release)
     _sign(home, folder)
 
@@ -163,32 +156,16 @@ def _flat_repo(folder: Path, home: Path, origin: str) -> None:
 def _dists_repo(root: Path, home: Path, suite: str, origin: str) -> None:
     binary = root / "dists" / suite / "main" / "binary-amd64"
     binary.mkdir(parents=True, exist_ok=True)
-    packages = subprocess.run(
-        ["apt-ftparchive", "packages", "pool"], cwd=root, check=True, capture_output=True, text=True
-    ).stdout
-    (binary / "Packages").write_text(packages)
-    release = subprocess.run(
-        [
-            "apt-ftparchive",
-            *(
-                f"-o=APT::FTPArchive::Release::{k}={v}"
-                for k, v in (
-                    ("Origin", origin),
-                    ("Label", origin),
-                    ("Suite", suite),
-                    ("Codename", suite),
-                    ("Components", "main"),
-                    ("Architectures", "amd64"),
-                )
-            ),
-            "release",
-            f"dists/{suite}",
-        ],
-        cwd=root,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    (binary / "Packages").write_text(_ftparchive(root, "packages", "pool"))
+    fields = {
+        "Origin": origin,
+        "Label": origin,
+        "Suite": suite,
+        "Codename": suite,
+        "Components": "main",
+        "Architectures": "amd64",
+    }
+    release = _ftparchive(root, *_release_options(**fields), "release", f"dists/{suite}")
     (root / "dists" / suite / "Release").write_text(release)
     _sign(home, root / "dists" / suite)
 
