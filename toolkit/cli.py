@@ -21,15 +21,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("bench", "run reference loads and compare them with the GPU class's figures"),
     "gpus": ("gpus", "list the GPU catalog (classes, peaks, memory, device names)"),
     "provision": ("provision", "install and configure the GPU stack on hosts with Ansible roles"),
-    "health": ("placeholder", "report GPU, BMC, Docker and system health (not available yet)"),
+    "health": ("health", "report GPU, BMC, Docker and system health (Nagios exit codes, JSON, Prometheus)"),
 }
 
 
 class _Parser(argparse.ArgumentParser):
+    usage_exit = EXIT_USAGE  # `toolkit health` uses 3 (Nagios UNKNOWN) for usage errors
+
     def error(self, message: str) -> None:  # argparse exits 2 already; keep one clear line
         self.print_usage(sys.stderr)
         sys.stderr.write(f"toolkit: error: {message}\n")
-        raise SystemExit(EXIT_USAGE)
+        raise SystemExit(self.usage_exit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="toolkit",
         description="Provision, benchmark and health-check self-hosted GPU nodes for LLM work.",
         epilog="Exit codes: 0 ok, 1 a check failed (bench), 2 usage or environment error, "
-        "3 a host failed or was unreachable (provision), 130 interrupted.",
+        "3 a host failed or was unreachable (provision), 130 interrupted; "
+        "`toolkit health` uses the Nagios codes 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
     )
     parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -47,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         _command_module(module).add_arguments(p)
         p.set_defaults(_module=module)
+        p.usage_exit = p.get_default("_usage_exit") or EXIT_USAGE
     return parser
 
 
@@ -66,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and getattr(args, "_module", None) != "placeholder":  # placeholders take anything
+        parser.usage_exit = getattr(args, "_usage_exit", EXIT_USAGE)
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()

@@ -1,0 +1,102 @@
+"""`toolkit health`: GPUs, BMC, Docker and system checks; exit codes in the Nagios plugin convention
+(0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN — usage errors included, as monitoring systems expect)."""
+
+from __future__ import annotations
+
+import argparse
+
+EXIT_UNKNOWN = 3
+COLLECTORS = ("gpu", "bmc", "docker", "system")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.set_defaults(_usage_exit=EXIT_UNKNOWN)
+    p.add_argument(
+        "--bmc",
+        metavar="URL",
+        help="ipmi://USER@HOST[:PORT] or redfish://USER@HOST[:PORT]; the "
+        "password comes from TOOLKIT_BMC_PASSWORD or --bmc-password-file, never the command line",
+    )
+    p.add_argument("--bmc-password-file", metavar="FILE", help="file whose first line is the BMC password")
+    p.add_argument(
+        "--bmc-insecure",
+        action="store_true",
+        help="accept a self-signed Redfish certificate (the report says so)",
+    )
+    p.add_argument("--bmc-timeout", type=float, metavar="S", help="bound on the whole BMC read (default 5 s)")
+    p.add_argument(
+        "--bmc-tool",
+        choices=("auto", "pyghmi", "ipmitool"),
+        default=None,
+        help="IPMI client (default: pyghmi, ipmitool when pyghmi is missing)",
+    )
+    p.add_argument("--expect-gpus", type=int, metavar="N", help="CRITICAL when fewer GPUs are visible")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file (the health_report role writes /etc/toolkit/health.yml)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+    p.add_argument("--prom", metavar="FILE", help="write a node_exporter textfile (atomically)")
+    p.add_argument("--save-dir", metavar="DIR", help="store this report as JSON in DIR (locked, pruned)")
+    p.add_argument("--keep-days", type=float, metavar="DAYS", help="days of stored reports kept (default 14)")
+    p.add_argument("--skip", action="append", choices=COLLECTORS, default=[], help="leave a collector out")
+    p.add_argument(
+        "--history",
+        action="store_true",
+        help="summarise the stored reports (worst status per check) instead of collecting",
+    )
+    p.add_argument("--since-days", type=float, metavar="DAYS", help="with --history: only recent reports")
+
+
+def run(args: argparse.Namespace) -> int:
+    import contextlib
+    import json
+    import sys
+    import time
+    from pathlib import Path
+
+    from toolkit.atomic import write_text_atomic
+    from toolkit.health import config, prom, secrets, store
+    from toolkit.health.run import Options, collect
+
+    cfg = config.load(args.config)
+    save_dir = args.save_dir or cfg.get("report_dir")
+    if args.history:
+        summary = store.summarise(Path(save_dir or store.DEFAULT_DIR), args.since_days)
+        if args.json:
+            sys.stdout.write(secrets.redact(json.dumps(summary, indent=1)) + "\n")
+        else:
+            from toolkit.console import out
+            from toolkit.health.table import render_history
+
+            render_history(out, summary)
+        return 0 if summary["reports"] else EXIT_UNKNOWN
+    opts = Options(
+        bmc_url=args.bmc,
+        bmc_password_file=args.bmc_password_file,
+        bmc_insecure=args.bmc_insecure,
+        bmc_timeout=args.bmc_timeout,
+        bmc_tool=args.bmc_tool or "auto",
+        expect_gpus=args.expect_gpus,
+        skip=set(args.skip),
+        config=cfg,
+    )
+    lock = store.locked(Path(save_dir)) if save_dir else contextlib.nullcontext()
+    with lock:
+        report = collect(opts)
+        doc = secrets.redact_tree(report.to_json())
+        if save_dir:
+            keep = args.keep_days if args.keep_days is not None else float(cfg.get("keep_days", 14))
+            store.save(Path(save_dir), doc, keep)
+        prom_file = args.prom or cfg.get("prom_file")
+        if prom_file:
+            write_text_atomic(prom_file, secrets.redact(prom.render(report, time.time())))
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+    else:
+        from toolkit.console import out
+        from toolkit.health.table import render
+
+        render(out, report)
+    return int(report.status)

@@ -1,0 +1,1 @@
+"""`toolkit health`: collectors (GPU, BMC, Docker, system) produce checks; outputs render them."""

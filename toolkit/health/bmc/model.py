@@ -1,0 +1,220 @@
+"""What every BMC reader returns, whatever the protocol: sensors, chassis power and the event log.
+
+IPMI (LAN or in-band) and Redfish readers fill a `BmcReading`; `bmc_checks()` turns it into
+checks with one set of rules, so a fan at 0 RPM means the same over either protocol.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from toolkit.health.model import Check, CollectorResult, Status
+
+# sensor kind -> (Prometheus value metric, unit shown in reports)
+KINDS: dict[str, tuple[str, str]] = {
+    "temperature": ("toolkit_bmc_temperature_celsius", "°C"),
+    "fan": ("toolkit_bmc_fan_speed_rpm", "RPM"),
+    "voltage": ("toolkit_bmc_voltage_volts", "V"),
+    "power": ("toolkit_bmc_power_watts", "W"),
+    "current": ("toolkit_bmc_current_amperes", "A"),
+    "psu": ("", ""),  # discrete: presence/failure, no value metric
+    "other": ("", ""),
+}
+
+THRESHOLD_NAMES = (
+    "lower_non_recoverable",
+    "lower_critical",
+    "lower_non_critical",
+    "upper_non_critical",
+    "upper_critical",
+    "upper_non_recoverable",
+)
+
+
+@dataclass
+class Sensor:
+    """One BMC sensor. `state` is the BMC's own verdict where it gives one (threshold events,
+    Redfish Status.Health); `thresholds` are the BMC's limits, keyed by THRESHOLD_NAMES."""
+
+    name: str
+    kind: str
+    value: float | None = None
+    state: Status = Status.OK
+    states: list[str] = field(default_factory=list)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    present: bool = True
+    failed: bool = False  # PSU failure asserted
+    power_watts: float | None = None  # PSU input power, when a PSU reports it
+
+
+@dataclass
+class SelEntry:
+    timestamp: str | None
+    message: str
+    severity: Status = Status.OK
+
+
+@dataclass
+class BmcReading:
+    protocol: str  # ipmi, ipmi-inband, redfish
+    target: str  # display form, never with a password
+    sensors: list[Sensor] = field(default_factory=list)
+    power_state: str | None = None  # "on" / "off"
+    sel: list[SelEntry] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+
+def threshold_status(sensor: Sensor) -> tuple[Status, str]:
+    """Compare a numeric reading with the BMC's thresholds; the BMC's own assertion also counts."""
+    t, v = sensor.thresholds, sensor.value
+    status, why = Status.OK, ""
+    if v is not None:
+        for name, level in (
+            ("upper_non_recoverable", Status.CRITICAL),
+            ("upper_critical", Status.CRITICAL),
+            ("upper_non_critical", Status.WARNING),
+        ):
+            if name in t and v >= t[name]:
+                status, why = level, f"at or above {name.replace('_', ' ')} {t[name]:g}"
+                break
+        else:
+            for name, level in (
+                ("lower_non_recoverable", Status.CRITICAL),
+                ("lower_critical", Status.CRITICAL),
+                ("lower_non_critical", Status.WARNING),
+            ):
+                if name in t and v <= t[name]:
+                    status, why = level, f"at or below {name.replace('_', ' ')} {t[name]:g}"
+                    break
+    if sensor.state.severity > status.severity:
+        status, why = sensor.state, ", ".join(sensor.states) or "BMC reports it unhealthy"
+    return status, why
+
+
+def _parse_time(stamp: str | None) -> dt.datetime | None:
+    if not stamp:
+        return None
+    for fmt in ("%Y-%m-%dT%H:%M:%S", "%m/%d/%Y %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"):
+        try:
+            return dt.datetime.strptime(stamp[:25], fmt)
+        except ValueError:
+            continue
+    try:
+        return dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+
+
+def sel_check(entries: list[SelEntry], window_hours: float = 24.0) -> Check:
+    """WARNING when an entry of the last `window_hours` reports a problem; older entries (and entries
+    without a usable time, like IPMI "Pre-Init") are listed but do not alarm forever."""
+    now = dt.datetime.now()
+    recent_bad = []
+    for e in entries:
+        when = _parse_time(e.timestamp)
+        if when is not None and when.tzinfo is not None:
+            when = when.astimezone().replace(tzinfo=None)
+        if (
+            e.severity is not Status.OK
+            and when is not None
+            and (now - when).total_seconds() < window_hours * 3600
+        ):
+            recent_bad.append(e)
+    detail = f"{len(entries)} entries"
+    if recent_bad:
+        detail += f"; {len(recent_bad)} problem(s) in the last {window_hours:g} h: " + " | ".join(
+            f"{e.timestamp} {e.message}" for e in recent_bad[-3:]
+        )
+    elif entries:
+        detail += "; latest: " + " | ".join(f"{e.timestamp or '?'} {e.message}" for e in entries[-2:])
+    status = Status.WARNING if recent_bad else Status.OK
+    return Check("bmc.sel", status, len(entries), "entries", detail, "toolkit_bmc_sel_entries")
+
+
+def bmc_checks(reading: BmcReading, sel_limit: int = 10, sel_window_hours: float = 24.0) -> CollectorResult:
+    result = CollectorResult(
+        "bmc", info={"protocol": reading.protocol, "target": reading.target, **reading.info}
+    )
+    for s in reading.sensors:
+        metric, unit = KINDS.get(s.kind, ("", ""))
+        labels = {"sensor": s.name, "type": s.kind}
+        name = f"bmc.{s.kind}.{s.name}"
+        if s.kind == "psu":
+            if s.failed:
+                status, detail = Status.CRITICAL, f"power supply {s.name} failure asserted"
+            elif not s.present:
+                status, detail = Status.WARNING, f"power supply {s.name} not present"
+            else:
+                status, why = threshold_status(s)
+                detail = why or "present, no failure"
+            if s.power_watts is not None:
+                detail += f"; input {s.power_watts:g} W"
+                result.add(
+                    f"bmc.power.{s.name}",
+                    Status.OK,
+                    s.power_watts,
+                    "W",
+                    f"{s.name} input power",
+                    "toolkit_bmc_power_watts",
+                    sensor=s.name,
+                    type="psu_input",
+                )
+            result.add(
+                name,
+                status,
+                "failed" if s.failed else ("present" if s.present else "absent"),
+                None,
+                detail,
+                None,
+                **labels,
+            )
+            continue
+        if not s.present or (s.value is None and s.state is Status.OK and not s.states):
+            # an unpopulated fan header / not-installed sensor: report it, don't alarm
+            result.add(
+                name,
+                Status.OK,
+                None,
+                unit or None,
+                "no reading (sensor not present)",
+                metric or None,
+                **labels,
+            )
+            continue
+        status, why = threshold_status(s)
+        if s.kind == "fan" and s.value is not None and s.value <= 0 and status is Status.OK:
+            status, why = Status.CRITICAL, "fan stopped (0 RPM)"
+        limits = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in s.thresholds.items())
+        detail = why or "within limits"
+        if limits:
+            detail += f" ({limits})"
+        result.add(name, status, s.value, unit or None, detail, metric or None, **labels)
+    if reading.power_state is not None:
+        on = reading.power_state == "on"
+        result.add(
+            "bmc.chassis.power",
+            Status.OK if on else Status.WARNING,
+            reading.power_state,
+            None,
+            "chassis power is " + reading.power_state,
+            "toolkit_bmc_chassis_power_on",
+            prom_value=1.0 if on else 0.0,
+        )
+    if reading.sel is not None:
+        result.checks.append(sel_check(reading.sel, sel_window_hours))
+        result.checks[-1].collector = "bmc"
+        result.info["sel_recent"] = [
+            {"timestamp": e.timestamp, "message": e.message, "severity": e.severity.label}
+            for e in reading.sel[-sel_limit:]
+        ]
+    return result
+
+
+class BmcError(Exception):
+    """A BMC that could not be read. `kind`: auth, unreachable, timeout, tls, protocol. The message
+    names the target's display form and never a password."""
+
+    def __init__(self, message: str, kind: str = "protocol"):
+        super().__init__(message)
+        self.kind = kind

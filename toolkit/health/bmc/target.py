@@ -1,0 +1,86 @@
+"""BMC targets (`ipmi://USER@HOST[:PORT]`, `redfish://USER@HOST[:PORT]`) and where passwords come from.
+
+REFERENCE.md: the password comes from `TOOLKIT_BMC_PASSWORD` or a password file (or the 0600 config
+file written by the `health_report` role) — never from the command line, never printed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from toolkit.errors import ToolkitError
+from toolkit.health import secrets
+
+DEFAULT_PORTS = {"ipmi": 623, "redfish": 443}
+EXIT_UNKNOWN = 3  # Nagios UNKNOWN: a health run that cannot start
+
+
+class BmcConfigError(ToolkitError):
+    exit_code = EXIT_UNKNOWN
+
+
+@dataclass
+class BmcTarget:
+    protocol: str  # ipmi | redfish
+    host: str
+    port: int
+    username: str
+    password: str = field(default="", repr=False)
+    insecure_tls: bool = False  # accept a self-signed Redfish certificate (said in the report)
+    timeout: float = 5.0
+    auth: str = "session"  # redfish: session (falls back to basic) | basic
+
+    @property
+    def display(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.protocol}://{self.username}@{host}:{self.port}"
+
+
+def parse_target(url: str) -> BmcTarget:
+    parts = urlsplit(url)
+    if parts.scheme not in DEFAULT_PORTS:
+        raise BmcConfigError(
+            f"unknown BMC URL scheme {parts.scheme or '(none)'!r}",
+            hint="use ipmi://USER@HOST[:PORT] or redfish://USER@HOST[:PORT]",
+        )
+    if parts.password is not None:
+        # Never echo the URL back: it holds the secret.
+        raise BmcConfigError(
+            "the BMC URL contains a password; a password on the command line is visible to every user",
+            hint="put it in TOOLKIT_BMC_PASSWORD or a file given with --bmc-password-file",
+        )
+    if not parts.username or not parts.hostname:
+        raise BmcConfigError(
+            f"BMC URL {url!r} needs a user and a host",
+            hint=f"for example {parts.scheme}://ADMIN@10.0.0.5",
+        )
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError as err:
+        raise BmcConfigError(f"bad port in BMC URL {url!r}: {err}") from None
+    return BmcTarget(parts.scheme, parts.hostname, port, parts.username)
+
+
+def read_password(password_file: str | None = None, inline: str | None = None) -> str:
+    """Password order: a password file, then TOOLKIT_BMC_PASSWORD, then the (0600) config file's value."""
+    if password_file:
+        path = Path(password_file)
+        try:
+            password = path.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as err:
+            raise BmcConfigError(
+                f"cannot read the BMC password file {path}: {err.strerror}",
+                hint="the file holds the password on its first line; check the path and its permissions",
+            ) from None
+    else:
+        password = os.environ.get("TOOLKIT_BMC_PASSWORD") or inline or ""
+    if not password:
+        raise BmcConfigError(
+            "no BMC password given",
+            hint="set TOOLKIT_BMC_PASSWORD or use --bmc-password-file FILE (or bmc.password in a 0600 file)",
+        )
+    secrets.register(password)
+    return password

@@ -1,0 +1,159 @@
+"""Checks, statuses and the report every collector and output shares.
+
+Statuses follow the Nagios plugin convention (REFERENCE.md): the numeric value
+of a status is the exit code a monitoring system reads.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(enum.IntEnum):
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @property
+    def severity(self) -> int:
+        # Worst-of order for the overall status: critical > warning > unknown > ok. An unknown
+        # check (a BMC that does not answer) never hides a real warning elsewhere.
+        return {Status.OK: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.CRITICAL: 3}[self]
+
+    @classmethod
+    def parse(cls, text: str) -> Status:
+        return cls[text.upper()]
+
+
+def worst(statuses) -> Status:
+    result = Status.OK
+    for status in statuses:
+        if status.severity > result.severity:
+            result = status
+    return result
+
+
+@dataclass
+class Check:
+    """One observation with a verdict. `metric` + `labels` name it in Prometheus; a value of None
+    means "not measured" and is never exported as a number."""
+
+    name: str
+    status: Status
+    value: Any = None
+    unit: str | None = None
+    detail: str = ""
+    metric: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    collector: str = ""
+    prom_value: float | None = None  # numeric form for Prometheus when `value` is text ("on" -> 1)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "status": self.status.label,
+            "value": self.value,
+            "unit": self.unit,
+            "detail": self.detail,
+            "collector": self.collector,
+        }
+
+
+@dataclass
+class CollectorResult:
+    """What one collector returns. `up` is False when its source could not be read at all."""
+
+    name: str
+    checks: list[Check] = field(default_factory=list)
+    up: bool = True
+    detail: str = ""
+    duration_seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def add(
+        self,
+        name: str,
+        status: Status,
+        value: Any = None,
+        unit: str | None = None,
+        detail: str = "",
+        metric: str | None = None,
+        prom_value: float | None = None,
+        **labels: str,
+    ) -> Check:
+        check = Check(
+            name,
+            status,
+            value,
+            unit,
+            detail,
+            metric,
+            {k: str(v) for k, v in labels.items()},
+            self.name,
+            prom_value,
+        )
+        self.checks.append(check)
+        return check
+
+    @property
+    def status(self) -> Status:
+        return worst(c.status for c in self.checks)
+
+
+@dataclass
+class Report:
+    host: str
+    collectors: list[CollectorResult]
+    collected_at: str
+    duration_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def checks(self) -> list[Check]:
+        return [c for r in self.collectors for c in r.checks]
+
+    @property
+    def status(self) -> Status:
+        return worst(c.status for c in self.checks)
+
+    def to_json(self) -> dict:
+        return {
+            "schema_version": 1,
+            "host": self.host,
+            "status": self.status.label,
+            "collected_at": self.collected_at,
+            "duration_seconds": round(self.duration_seconds, 4),
+            "checks": [c.to_json() for c in self.checks],
+            "collectors": [
+                {
+                    "name": r.name,
+                    "up": r.up,
+                    "status": r.status.label,
+                    "detail": r.detail,
+                    "duration_seconds": round(r.duration_seconds, 4),
+                    "info": r.info,
+                }
+                for r in self.collectors
+            ],
+            "notes": self.notes,
+        }
+
+
+def timed(name: str, func, *args, **kwargs) -> CollectorResult:
+    """Run one collector; a crash becomes an UNKNOWN check of that collector, never the whole report's."""
+    start = time.perf_counter()
+    try:
+        result = func(*args, **kwargs)
+    except Exception as err:  # one collector's bug must not lose the others' checks
+        result = CollectorResult(name, up=False, detail=f"collector failed: {type(err).__name__}: {err}")
+        result.add(f"{name}.collector", Status.UNKNOWN, detail=result.detail)
+    result.duration_seconds = time.perf_counter() - start
+    return result

@@ -1,0 +1,130 @@
+"""One health run: pick the collectors from options and configuration, run each under its own guard,
+and assemble the report. Used by `toolkit health` and by the scheduled service alike."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+from dataclasses import dataclass, field
+
+from toolkit.health.model import Check, CollectorResult, Report, Status, timed
+
+
+@dataclass
+class Options:
+    bmc_url: str | None = None
+    bmc_password_file: str | None = None
+    bmc_insecure: bool = False
+    bmc_timeout: float | None = None
+    bmc_tool: str = "auto"
+    expect_gpus: int | None = None
+    skip: set[str] = field(default_factory=set)
+    config: dict = field(default_factory=dict)
+
+
+def _gpu(opts: Options) -> CollectorResult:
+    from toolkit.health.collectors import gpu_amd, gpu_nvidia
+
+    expect = opts.expect_gpus if opts.expect_gpus is not None else opts.config.get("expect_gpus")
+    thresholds = opts.config.get("thresholds") or {}
+    nvidia = gpu_nvidia.collect(expect_gpus=expect, thresholds=thresholds)
+    if nvidia.up:
+        return nvidia
+    amd_raw = gpu_amd.read_amdsmi()
+    if amd_raw.get("available"):
+        return gpu_amd.checks_from_amdsmi(amd_raw, expect_gpus=expect, thresholds=thresholds)
+    return nvidia
+
+
+def _bmc(opts: Options) -> CollectorResult | None:
+    from toolkit.health.bmc import ipmi
+    from toolkit.health.bmc.target import parse_target, read_password
+
+    cfg = opts.config.get("bmc") or {}
+    url = opts.bmc_url or cfg.get("url")
+    timeout = float(opts.bmc_timeout or cfg.get("timeout") or 5.0)
+    window = float(opts.config.get("sel_window_hours", 24))
+    inband = cfg.get("inband", "auto")
+    if not url:
+        if inband is True or (inband == "auto" and ipmi.inband_available()):
+            return _guarded_read(lambda: ipmi.read_inband(timeout), "local /dev/ipmi0", window)
+        return None
+    target = parse_target(url)
+    target.password = read_password(opts.bmc_password_file or cfg.get("password_file"), cfg.get("password"))
+    target.timeout = timeout
+    target.insecure_tls = opts.bmc_insecure or bool(cfg.get("insecure_tls"))
+    target.auth = cfg.get("auth", "session")
+    if target.protocol == "redfish":
+        from toolkit.health.bmc.redfish import read_redfish
+
+        reader = lambda: read_redfish(target)  # noqa: E731
+    else:
+        reader = lambda: ipmi.read_ipmi(target, opts.bmc_tool or cfg.get("tool", "auto"))  # noqa: E731
+    result = _guarded_read(reader, target.display, window)
+    if target.protocol == "redfish" and target.insecure_tls:
+        result.info["tls"] = "certificate NOT verified (--bmc-insecure)"
+    return result
+
+
+def _guarded_read(reader, display: str, window: float) -> CollectorResult:
+    from toolkit.health.bmc.model import BmcError, bmc_checks
+
+    try:
+        reading = reader()
+    except BmcError as err:
+        result = CollectorResult(
+            "bmc", up=False, detail=str(err), info={"target": display, "error": err.kind}
+        )
+        result.add(
+            "bmc.connection",
+            Status.UNKNOWN,
+            err.kind,
+            None,
+            str(err),
+            "toolkit_bmc_reachable",
+            prom_value=0.0,
+        )
+        return result
+    result = bmc_checks(reading, sel_window_hours=window)
+    result.checks.insert(
+        0,
+        Check(
+            "bmc.connection",
+            Status.OK,
+            "ok",
+            None,
+            f"read {len(reading.sensors)} sensors from {display} ({reading.protocol})",
+            "toolkit_bmc_reachable",
+            {},
+            "bmc",
+            1.0,
+        ),
+    )
+    return result
+
+
+def collect(opts: Options) -> Report:
+    start = time.perf_counter()
+    results: list[CollectorResult] = []
+    if "gpu" not in opts.skip:
+        results.append(timed("gpu", _gpu, opts))
+    if "bmc" not in opts.skip:
+        bmc = timed("bmc", lambda: _bmc(opts) or CollectorResult("bmc"))
+        if bmc.checks:  # no BMC configured and no local interface: no section at all
+            results.append(bmc)
+    if "docker" not in opts.skip:
+        from toolkit.health.collectors import docker
+
+        nvidia = any(
+            c.name.startswith("gpu") and c.name.endswith(".temperature") for r in results for c in r.checks
+        )
+        results.append(timed("docker", docker.collect, opts.config.get("docker") or {}, nvidia))
+    if "system" not in opts.skip:
+        from toolkit.health.collectors import system
+
+        results.append(timed("system", system.collect, opts.config.get("system") or {}))
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return Report(
+        socket.gethostname(), results, now.isoformat().replace("+00:00", "Z"), time.perf_counter() - start
+    )
