@@ -18,8 +18,10 @@ test_packages=""
 case "${1:-}" in
   --test)
     extras="ml,provision,test"
-    # the provisioning tests boot Debian test hosts with systemd-nspawn and build signed apt repositories
+    # the provisioning tests boot Debian test hosts with systemd-nspawn and build signed apt repositories;
+    # the health tests talk to a simulated BMC (OpenIPMI's ipmi_sim) with pyghmi and ipmitool
     test_packages="debootstrap systemd-container socat iproute2 openssh-client zstd apt-utils gnupg dpkg-dev"
+    test_packages="$test_packages openipmi ipmitool"
     ;;
   "") ;;
   *) echo "usage: $0 [--test]" >&2; exit 2 ;;

@@ -266,8 +266,8 @@ class Bmc:
         self.workdir = workdir
         self.user, self.password = user, password
         self.sensors = sensors or supermicro_sensors()
-        # logged earlier: PSU2 "failure detected" (type 0x08, offset 1), FAN1 "lower critical going low"
-        self.sel = sel if sel is not None else [(0x08, 9, 0x6F, 0x01), (0x04, 4, 0x01, 0x02)]
+        # (sensor type, number, event type, offset): PSU1 and PSU2 "presence detected" at power-on
+        self.sel = sel if sel is not None else [(0x08, 8, 0x6F, 0x00), (0x08, 9, 0x6F, 0x00)]
         self.direct_port = free_port(socket.SOCK_DGRAM)
         self.console_port = free_port()
         self.proc: subprocess.Popen | None = None
@@ -339,7 +339,14 @@ class Bmc:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"ipmi_sim did not start: {self.read_log()}")
             time.sleep(0.02)
-        self._console = socket.create_connection(("127.0.0.1", self.console_port), 2)
+        while True:
+            try:
+                self._console = socket.create_connection(("127.0.0.1", self.console_port), 2)
+                break
+            except ConnectionRefusedError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         self._console.settimeout(0.3)
         self._drain()
         if "**" in self.read_log():
@@ -371,6 +378,15 @@ class Bmc:
     def set_value(self, name: str, raw: int) -> None:
         s = next(s for s in self.sensors if s.name == name)
         self.console(f"sensor_set_value {MC} 0 {s.number} {raw} 1")
+
+    def add_sel(self, name: str, event_type: int, offset: int) -> None:
+        """Log an event now (as the BMC would when a sensor changes state)."""
+        s = next(s for s in self.sensors if s.name == name)
+        stamp = " ".join(f"{b:#04x}" for b in int(time.time()).to_bytes(4, "little"))
+        self.console(
+            f"sel_add {MC} 0x02 {stamp} 0x20 0x00 0x04 {s.sensor_type:#04x} {s.number:#04x} "
+            f"{event_type:#04x} {offset:#04x} 0xff 0xff"
+        )
 
     def set_power(self, on: bool) -> None:
         (self.workdir / "power").write_text("1\n" if on else "0\n")

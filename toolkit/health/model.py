@@ -150,8 +150,12 @@ class Report:
 def timed(name: str, func, *args, **kwargs) -> CollectorResult:
     """Run one collector; a crash becomes an UNKNOWN check of that collector, never the whole report's."""
     start = time.perf_counter()
+    from toolkit.errors import ToolkitError
+
     try:
         result = func(*args, **kwargs)
+    except ToolkitError:
+        raise  # a settings problem (bad BMC URL, no password) is the user's to fix: exit 3 with a hint
     except Exception as err:  # one collector's bug must not lose the others' checks
         result = CollectorResult(name, up=False, detail=f"collector failed: {type(err).__name__}: {err}")
         result.add(f"{name}.collector", Status.UNKNOWN, detail=result.detail)

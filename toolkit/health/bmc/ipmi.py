@@ -205,7 +205,11 @@ def read_ipmitool(
             raise BmcError(f"no answer from {display} within {timeout:g} s", kind="timeout")
         try:
             proc = subprocess.run(
-                [tool, *interface_args, *command], capture_output=True, text=True, timeout=left, env=full_env
+                [tool, *(["-v"] if verbose else []), *interface_args, *command],
+                capture_output=True,
+                text=True,
+                timeout=left,
+                env=full_env,
             )
         except subprocess.TimeoutExpired:
             raise BmcError(f"no answer from {display} within {timeout:g} s", kind="timeout") from None
