@@ -37,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="settings file (the health_report role writes /etc/toolkit/health.yml)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+    p.add_argument("--all", action="store_true", help="table: also show the per-GPU detail series")
     p.add_argument("--prom", metavar="FILE", help="write a node_exporter textfile (atomically)")
     p.add_argument("--save-dir", metavar="DIR", help="store this report as JSON in DIR (locked, pruned)")
     p.add_argument("--keep-days", type=float, metavar="DAYS", help="days of stored reports kept (default 14)")
@@ -98,5 +99,5 @@ def run(args: argparse.Namespace) -> int:
         from toolkit.console import out
         from toolkit.health.table import render
 
-        render(out, report)
+        render(out, report, show_all=args.all)
     return int(report.status)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.table import Table
 
 from toolkit.health.model import Report, Status
@@ -23,7 +25,13 @@ def _value(check) -> str:
     return f"{text} {check.unit}" if check.unit else text
 
 
-def render(console, report: Report) -> None:
+# Per-GPU series checks (gpu0.ecc.volatile_corrected, gpu0.pcie.width …) carry Prometheus series; the
+# judged summary check (gpu0.ecc, gpu0.pcie) already says the same in the table. Shown when not OK or --all.
+_SERIES = re.compile(r"^(gpu|amd)\d+\.[a-z_]+\.")
+
+
+def render(console, report: Report, show_all: bool = False) -> None:
+    hidden = 0
     for result in report.collectors:
         title = f"{result.name} — {result.status.label.upper()}"
         if not result.up:
@@ -34,6 +42,9 @@ def render(console, report: Report) -> None:
         table.add_column("value", justify="right")
         table.add_column("detail", overflow="fold")
         for check in sorted(result.checks, key=lambda c: -c.status.severity):
+            if not show_all and check.status is Status.OK and _SERIES.match(check.name):
+                hidden += 1
+                continue
             style = STYLE[check.status]
             table.add_row(
                 check.name, f"[{style}]{check.status.label}[/]", redact(_value(check)), redact(check.detail)
@@ -41,6 +52,8 @@ def render(console, report: Report) -> None:
         console.print(table)
     for note in report.notes:
         console.print(f"note: {redact(note)}")
+    if hidden:
+        console.print(f"{hidden} per-GPU detail series hidden (all OK); --all shows them, --json has them")
     style = STYLE[report.status]
     console.print(
         f"[{style}]{report.host}: {report.status.label.upper()}[/] — {len(report.checks)} checks in "
