@@ -105,14 +105,26 @@ def _guarded_read(reader, display: str, window: float) -> CollectorResult:
 
 
 def collect(opts: Options) -> Report:
+    """The BMC read (network-bound, up to its deadline) runs in a daemon thread while the local
+    collectors run; a daemon thread never holds up Ctrl-C or the process exit."""
+    import threading
+
     start = time.perf_counter()
     results: list[CollectorResult] = []
+    box: dict = {}
+    bmc_thread = None
+    if "bmc" not in opts.skip:
+
+        def read_bmc():
+            try:
+                box["result"] = timed("bmc", lambda: _bmc(opts) or CollectorResult("bmc"))
+            except BaseException as err:  # a settings error: raised again in the main thread
+                box["error"] = err
+
+        bmc_thread = threading.Thread(target=read_bmc, daemon=True, name="bmc")
+        bmc_thread.start()
     if "gpu" not in opts.skip:
         results.append(timed("gpu", _gpu, opts))
-    if "bmc" not in opts.skip:
-        bmc = timed("bmc", lambda: _bmc(opts) or CollectorResult("bmc"))
-        if bmc.checks:  # no BMC configured and no local interface: no section at all
-            results.append(bmc)
     if "docker" not in opts.skip:
         from toolkit.health.collectors import docker
 
@@ -124,6 +136,13 @@ def collect(opts: Options) -> Report:
         from toolkit.health.collectors import system
 
         results.append(timed("system", system.collect, opts.config.get("system") or {}))
+    if bmc_thread is not None:
+        while bmc_thread.is_alive():  # join in slices: Ctrl-C stays responsive
+            bmc_thread.join(0.1)
+        if "error" in box:
+            raise box["error"]
+        if box["result"].checks:  # no BMC configured and no local interface: no section at all
+            results.insert(0 if "gpu" in opts.skip else 1, box["result"])
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return Report(
         socket.gethostname(), results, now.isoformat().replace("+00:00", "Z"), time.perf_counter() - start

@@ -8,13 +8,16 @@ default) so a BMC that does not answer costs bounded time and the rest of the re
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import threading
 import time
+from pathlib import Path
 
+from toolkit.atomic import write_text_atomic
 from toolkit.health.bmc.model import BmcError, BmcReading, SelEntry, Sensor
 from toolkit.health.bmc.target import BmcTarget
 from toolkit.health.model import Status
@@ -80,6 +83,9 @@ def read_pyghmi(target: BmcTarget) -> BmcReading:
         cmd = ipmi_command.Command(
             bmc=target.host, userid=target.username, password=target.password, port=target.port
         )
+        cache = sdr_cache_dir()
+        if cache:
+            cmd.set_sdr_cachedir(str(cache))
         try:
             return _pyghmi_reading(cmd, target)
         finally:
@@ -92,6 +98,20 @@ def read_pyghmi(target: BmcTarget) -> BmcReading:
         raise
     except Exception as err:  # pyghmi raises IpmiException and plain exceptions alike
         raise _classify_pyghmi_error(err, target) from None
+
+
+def sdr_cache_dir() -> Path | None:
+    """Where pyghmi keeps SDR repositories between runs (keyed by the BMC's ids and the repository's
+    modification time, so a changed SDR is read again). Reading the SDR is most of an IPMI sweep."""
+    base = os.environ.get("TOOLKIT_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "toolkit"
+    )
+    path = Path(base) / "ipmi-sdr"
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
 
 
 def _pyghmi_thresholds(cmd, entry) -> dict[str, float]:
@@ -108,14 +128,37 @@ def _pyghmi_thresholds(cmd, entry) -> dict[str, float]:
     return found
 
 
+THRESHOLD_CACHE_SECONDS = 3600  # thresholds change only when an admin edits them on the BMC
+
+
+def _threshold_cache(target: BmcTarget) -> tuple[Path | None, dict]:
+    folder = sdr_cache_dir()
+    if folder is None:
+        return None, {}
+    path = folder / f"thresholds-{target.host}-{target.port}.json"
+    try:
+        doc = json.loads(path.read_text())
+        if time.time() - doc["time"] < THRESHOLD_CACHE_SECONDS:
+            return path, doc["values"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return path, {}
+
+
 def _pyghmi_reading(cmd, target: BmcTarget) -> BmcReading:
     reading = BmcReading("ipmi", target.display)
     entries = {}
+    cache_path, cached = _threshold_cache(target)
+    fresh = {}
     for reading_obj in cmd.get_sensor_data():
-        sensors = cmd._sdr.sensors  # built by get_sensor_data's init_sdr
-        if not entries:
-            entries = {e.sensor_name: e for e in sensors.values()}
-        reading.sensors.append(_sensor_from_pyghmi(reading_obj, entries.get(reading_obj.name), cmd))
+        if not entries:  # built by get_sensor_data's init_sdr
+            entries = {e.sensor_name: e for e in cmd._sdr.sensors.values()}
+        sensor = _sensor_from_pyghmi(reading_obj, entries.get(reading_obj.name), cmd, cached)
+        fresh[sensor.name] = sensor.thresholds
+        reading.sensors.append(sensor)
+    if cache_path is not None and fresh != cached:
+        with contextlib.suppress(OSError):
+            write_text_atomic(cache_path, json.dumps({"time": time.time(), "values": fresh}), mode=0o600)
     reading.power_state = cmd.get_power().get("powerstate")
     events = list(cmd.get_event_log())[-SEL_LIMIT:]
     for ev in events:
@@ -133,7 +176,7 @@ def _pyghmi_reading(cmd, target: BmcTarget) -> BmcReading:
     return reading
 
 
-def _sensor_from_pyghmi(r, entry, cmd) -> Sensor:
+def _sensor_from_pyghmi(r, entry, cmd, cached: dict) -> Sensor:
     kind = _PYGHMI_KINDS.get(r.type, "other")
     health = r.health or 0
     state = Status.CRITICAL if health >= 2 else (Status.WARNING if health == 1 else Status.OK)
@@ -142,7 +185,8 @@ def _sensor_from_pyghmi(r, entry, cmd) -> Sensor:
         sensor.present = "Present" in r.states or any("presence" in s.lower() for s in r.states)
         sensor.failed = any("fail" in s.lower() for s in r.states)
     elif entry is not None and r.value is not None:
-        sensor.thresholds = _pyghmi_thresholds(cmd, entry)
+        hit = cached.get(r.name)
+        sensor.thresholds = hit if hit is not None else _pyghmi_thresholds(cmd, entry)
     return sensor
 
 
