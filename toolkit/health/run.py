@@ -62,8 +62,15 @@ def _bmc(opts: Options) -> CollectorResult | None:
     else:
         reader = lambda: ipmi.read_ipmi(target, opts.bmc_tool or cfg.get("tool", "auto"))  # noqa: E731
     result = _guarded_read(reader, target.display, window)
-    if target.protocol == "redfish" and target.insecure_tls:
+    if target.protocol == "redfish" and target.insecure_tls and result.up:
         result.info["tls"] = "certificate NOT verified (--bmc-insecure)"
+        result.add(
+            "bmc.tls",
+            Status.OK,
+            "not verified",
+            None,
+            f"the certificate of {target.display} was NOT verified (--bmc-insecure / insecure_tls)",
+        )
     return result
 
 

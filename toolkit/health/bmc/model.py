@@ -61,7 +61,7 @@ class BmcReading:
     target: str  # display form, never with a password
     sensors: list[Sensor] = field(default_factory=list)
     power_state: str | None = None  # "on" / "off"
-    sel: list[SelEntry] = field(default_factory=list)
+    sel: list[SelEntry] | None = field(default_factory=list)  # None: the BMC has no event log
     info: dict = field(default_factory=dict)
 
 
