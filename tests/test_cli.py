@@ -1,4 +1,4 @@
-"""The CLI contract: fast start-up, placeholders that never pretend, usage errors with exit 2."""
+"""The CLI contract: fast start-up, usage errors with exit 2 (3, Nagios UNKNOWN, for `toolkit health`)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,17 @@ def probe(argv: list[str]) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["bench", "--help"], ["gpus"], ["gpus", "--json"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["bench", "--help"],
+        ["gpus"],
+        ["gpus", "--json"],
+        ["health", "--help"],
+        ["health", "--json"],
+    ],
+)
 def test_light_commands_import_no_heavy_package(argv):
     proc = probe(argv)
     assert proc.returncode == 0, proc.stderr
@@ -50,13 +60,10 @@ def test_help_lists_commands_and_exit_codes():
     assert "2 usage" in proc.stdout
 
 
-@pytest.mark.parametrize("command", ["health"])
-def test_placeholders_say_not_available_and_exit_2(command):
-    proc = toolkit(command, "--json")
-    assert proc.returncode == 2
-    assert "not available yet" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert proc.stdout == ""
+def test_health_usage_errors_use_the_nagios_unknown_code():
+    proc = toolkit("health", "--no-such-option")
+    assert proc.returncode == 3  # monitoring systems read 2 as CRITICAL: a usage error is UNKNOWN
+    assert "unrecognized arguments" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_no_command_prints_help_and_exits_2():

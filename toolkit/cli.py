@@ -69,7 +69,7 @@ def report_error(err: ToolkitError) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and getattr(args, "_module", None) != "placeholder":  # placeholders take anything
+    if extra:
         parser.usage_exit = getattr(args, "_usage_exit", EXIT_USAGE)
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
