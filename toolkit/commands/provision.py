@@ -24,6 +24,7 @@ CAPABILITIES = (
     "rocm",
     "docker",
     "nvidia_container_toolkit",
+    "health_report",
 )
 
 
