@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from toolkit.atomic import write_text_atomic
-from toolkit.health.bmc.model import BmcError, BmcReading, SelEntry, Sensor
+from toolkit.health.bmc.model import THRESHOLD_NAMES, BmcError, BmcReading, SelEntry, Sensor
 from toolkit.health.bmc.target import BmcTarget
 from toolkit.health.model import Status
 
@@ -199,14 +199,7 @@ _IPMITOOL_KINDS = {
     "Watts": "power",
     "Amps": "current",
 }
-_IPMITOOL_COLUMNS = (
-    "lower_non_recoverable",
-    "lower_critical",
-    "lower_non_critical",
-    "upper_non_critical",
-    "upper_critical",
-    "upper_non_recoverable",
-)
+_IPMITOOL_COLUMNS = THRESHOLD_NAMES  # `ipmitool sensor` prints lnr lc lnc unc uc unr, the same order
 _CRITICAL_WORDS = re.compile(r"fail|critical|non-recoverable|uncorrectable|fault|lost", re.I)
 
 

@@ -36,7 +36,8 @@ from toolkit.health.collectors.gpu_nvidia import (
     SLOWDOWN_MARGIN_C,
     add,
     fmt_number,
-    gib,
+    memory_checks,
+    power_checks,
     report_no_driver,
     temperature_limits,
 )
@@ -316,56 +317,8 @@ def checks_from_amdsmi(
         }
         _temperatures(result, prefix, gpu, thresholds, labels)
 
-        power, limit = gpu.get("power_w"), gpu.get("power_limit_w")
-        if power is None:
-            detail = "power draw not supported"
-        elif limit:
-            detail = f"{power:.0f} W of {limit:.0f} W limit ({100 * power / limit:.0f}%)"
-        else:
-            detail = f"{power:.0f} W (power limit not supported)"
-        if power is not None and gpu.get("power_source"):
-            detail += f"; {gpu['power_source'].replace('_', ' ')}"
-        add(
-            result, f"{prefix}.power", Status.OK, power, "W", detail, "toolkit_gpu_power_watts", labels=labels
-        )
-        add(
-            result,
-            f"{prefix}.power.limit",
-            Status.OK,
-            limit,
-            "W",
-            "power cap" if limit is not None else "power limit not supported",
-            "toolkit_gpu_power_limit_watts",
-            labels=labels,
-        )
-
-        used, total = gpu.get("memory_used_bytes"), gpu.get("memory_total_bytes")
-        if used is None:
-            detail = "VRAM usage not supported"
-        elif total:
-            detail = f"{gib(used)} of {gib(total)} VRAM used ({100 * used / total:.0f}%)"
-        else:
-            detail = f"{gib(used)} VRAM used"
-        add(
-            result,
-            f"{prefix}.memory",
-            Status.OK,
-            used,
-            "bytes",
-            detail,
-            "toolkit_gpu_memory_used_bytes",
-            labels=labels,
-        )
-        add(
-            result,
-            f"{prefix}.memory.total",
-            Status.OK,
-            total,
-            "bytes",
-            f"{gib(total)} VRAM" if total is not None else "VRAM size not supported",
-            "toolkit_gpu_memory_total_bytes",
-            labels=labels,
-        )
+        power_checks(result, prefix, gpu, labels, limit_name="power cap", source=gpu.get("power_source"))
+        memory_checks(result, prefix, gpu, labels, noun="VRAM", total_note="VRAM")
 
         gfx, umc = gpu.get("utilization_gfx_percent"), gpu.get("utilization_umc_percent")
         if gfx is None:

@@ -409,7 +409,15 @@ def _temperature(result: CollectorResult, prefix: str, gpu: dict, thresholds: di
     )
 
 
-def _power(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
+def power_checks(
+    result: CollectorResult,
+    prefix: str,
+    gpu: dict,
+    labels: dict,
+    limit_name="enforced power limit",
+    source: str | None = None,
+):
+    """Power draw and limit (shared with the AMD collector, which names its limit "power cap")."""
     power, limit = gpu.get("power_w"), gpu.get("power_limit_w")
     if power is None:
         detail = "power draw not supported"
@@ -417,6 +425,8 @@ def _power(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
         detail = f"{power:.0f} W of {limit:.0f} W limit ({100 * power / limit:.0f}%)"
     else:
         detail = f"{power:.0f} W (power limit not supported)"
+    if power is not None and source:
+        detail += f"; {source.replace('_', ' ')}"
     add(result, f"{prefix}.power", Status.OK, power, "W", detail, "toolkit_gpu_power_watts", labels=labels)
     add(
         result,
@@ -424,20 +434,29 @@ def _power(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
         Status.OK,
         limit,
         "W",
-        "enforced power limit" if limit is not None else "power limit not supported",
+        limit_name if limit is not None else "power limit not supported",
         "toolkit_gpu_power_limit_watts",
         labels=labels,
     )
 
 
-def _memory(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
+def memory_checks(
+    result: CollectorResult,
+    prefix: str,
+    gpu: dict,
+    labels: dict,
+    noun: str = "memory",
+    total_note: str = "visible to applications",
+):
+    """Memory used and total (shared with the AMD collector, which says VRAM)."""
     used, total = gpu.get("memory_used_bytes"), gpu.get("memory_total_bytes")
+    which = "" if noun == "memory" else f"{noun} "
     if used is None:
-        detail = "memory usage not supported"
+        detail = f"{noun} usage not supported"
     elif total:
-        detail = f"{gib(used)} of {gib(total)} used ({100 * used / total:.0f}%)"
+        detail = f"{gib(used)} of {gib(total)} {which}used ({100 * used / total:.0f}%)"
     else:
-        detail = f"{gib(used)} used"
+        detail = f"{gib(used)} {which}used"
     add(
         result,
         f"{prefix}.memory",
@@ -454,7 +473,7 @@ def _memory(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
         Status.OK,
         total,
         "bytes",
-        f"{gib(total)} visible to applications" if total is not None else "memory size not supported",
+        f"{gib(total)} {total_note}" if total is not None else f"{noun} size not supported",
         "toolkit_gpu_memory_total_bytes",
         labels=labels,
     )
@@ -868,8 +887,8 @@ def checks_from_nvml(
             if "handle" in errors:
                 continue
         _temperature(result, prefix, gpu, thresholds, labels)
-        _power(result, prefix, gpu, labels)
-        _memory(result, prefix, gpu, labels)
+        power_checks(result, prefix, gpu, labels)
+        memory_checks(result, prefix, gpu, labels)
         _utilization(result, prefix, gpu, labels)
         _clocks(result, prefix, gpu, labels)
         _clock_events(result, prefix, gpu, labels)
