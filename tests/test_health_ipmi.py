@@ -197,3 +197,30 @@ def test_password_never_reaches_any_output(bmc, tmp_path):
     outputs += [p.read_text() for p in written]
     assert len(outputs) >= 6
     assert not [o for o in outputs if PASSWORD in o]
+
+
+def test_settings_file_gives_url_password_and_tool(bmc, tmp_path):
+    cfg = tmp_path / "health.yml"
+    cfg.write_text(
+        f"bmc:\n  url: ipmi://ADMIN@127.0.0.1:{bmc.port}\n  password: {PASSWORD}\n  tool: ipmitool\n"
+    )
+    cfg.chmod(0o600)
+    proc = toolkit(
+        "health",
+        "--config",
+        str(cfg),
+        "--skip",
+        "gpu",
+        "--skip",
+        "docker",
+        "--skip",
+        "system",
+        "--json",
+        env={"TOOLKIT_BMC_PASSWORD": ""},
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert PASSWORD not in proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)
+    info = next(c for c in doc["collectors"] if c["name"] == "bmc")["info"]
+    assert info["reader"] == "ipmitool"

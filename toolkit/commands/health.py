@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         bmc_password_file=args.bmc_password_file,
         bmc_insecure=args.bmc_insecure,
         bmc_timeout=args.bmc_timeout,
-        bmc_tool=args.bmc_tool or "auto",
+        bmc_tool=args.bmc_tool,
         expect_gpus=args.expect_gpus,
         skip=set(args.skip),
         config=cfg,

@@ -17,7 +17,7 @@ class Options:
     bmc_password_file: str | None = None
     bmc_insecure: bool = False
     bmc_timeout: float | None = None
-    bmc_tool: str = "auto"
+    bmc_tool: str | None = None  # None: the settings file's bmc.tool, else auto
     expect_gpus: int | None = None
     skip: set[str] = field(default_factory=set)
     config: dict = field(default_factory=dict)
@@ -60,7 +60,7 @@ def _bmc(opts: Options) -> CollectorResult | None:
 
         reader = lambda: read_redfish(target)  # noqa: E731
     else:
-        reader = lambda: ipmi.read_ipmi(target, opts.bmc_tool or cfg.get("tool", "auto"))  # noqa: E731
+        reader = lambda: ipmi.read_ipmi(target, opts.bmc_tool or cfg.get("tool") or "auto")  # noqa: E731
     result = _guarded_read(reader, target.display, window)
     if target.protocol == "redfish" and target.insecure_tls and result.up:
         result.info["tls"] = "certificate NOT verified (--bmc-insecure)"
