@@ -10,7 +10,7 @@ import time
 import ipmi_sim
 import pytest
 
-from conftest import toolkit
+from conftest import BMC_ONLY, toolkit
 
 PASSWORD = "Sim-BMC-pass-7391"
 pytestmark = pytest.mark.skipif(
@@ -28,21 +28,15 @@ def bmc(tmp_path):
     sim.stop()
 
 
-def health(bmc_url, *args, password=PASSWORD, tmp=None):
-    env = {"TOOLKIT_BMC_PASSWORD": password} if password is not None else {}
+def health(bmc_url, *args):
     proc = toolkit(
         "health",
         "--bmc",
         bmc_url,
-        "--skip",
-        "gpu",
-        "--skip",
-        "docker",
-        "--skip",
-        "system",
+        *BMC_ONLY,
         "--json",
         *args,
-        env=env,
+        env={"TOOLKIT_BMC_PASSWORD": PASSWORD},
         timeout=60,
     )
     assert PASSWORD not in proc.stdout + proc.stderr
@@ -88,12 +82,7 @@ def test_psu_failure_and_hot_cpu_are_critical_and_named(bmc, tool):
         "health",
         "--bmc",
         f"ipmi://ADMIN@127.0.0.1:{bmc.port}",
-        "--skip",
-        "gpu",
-        "--skip",
-        "docker",
-        "--skip",
-        "system",
+        *BMC_ONLY,
         env={"TOOLKIT_BMC_PASSWORD": PASSWORD},
     )
     assert table.returncode == 2
@@ -209,12 +198,7 @@ def test_settings_file_gives_url_password_and_tool(bmc, tmp_path):
         "health",
         "--config",
         str(cfg),
-        "--skip",
-        "gpu",
-        "--skip",
-        "docker",
-        "--skip",
-        "system",
+        *BMC_ONLY,
         "--json",
         env={"TOOLKIT_BMC_PASSWORD": ""},
         timeout=60,

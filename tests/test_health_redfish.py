@@ -26,7 +26,7 @@ from toolkit.health.bmc.redfish import read_redfish
 from toolkit.health.bmc.target import BmcTarget
 from toolkit.health.model import Status
 
-from conftest import toolkit
+from conftest import BMC_ONLY, toolkit
 
 LAYOUTS = {"gen13": "thermal", "gen14": "thermal_subsystem"}
 
@@ -358,22 +358,13 @@ def test_sushy_emulator_wrong_password(sushy):
 
 
 def cli(server, *args, ca=None):
-    import os
-
-    env = {"TOOLKIT_BMC_PASSWORD": server.state.password, "TOOLKIT_BMC_CA_BUNDLE": ""}
-    if ca:
-        env["TOOLKIT_BMC_CA_BUNDLE"] = str(ca)
-    env = {**{k: v for k, v in os.environ.items() if k != "TOOLKIT_BMC_CA_BUNDLE"}, **env}
+    # "" overrides the trusted_ca fixture's bundle: only `ca` is trusted
+    env = {"TOOLKIT_BMC_PASSWORD": server.state.password, "TOOLKIT_BMC_CA_BUNDLE": str(ca) if ca else ""}
     proc = toolkit(
         "health",
         "--bmc",
         f"redfish://ADMIN@127.0.0.1:{server.port}",
-        "--skip",
-        "gpu",
-        "--skip",
-        "docker",
-        "--skip",
-        "system",
+        *BMC_ONLY,
         "--json",
         *args,
         env=env,

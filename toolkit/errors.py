@@ -8,6 +8,8 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+# `toolkit health` follows the Nagios plugin convention: 3 is UNKNOWN, also for a run that cannot start.
+EXIT_UNKNOWN = 3
 
 
 class ToolkitError(Exception):
@@ -25,6 +27,12 @@ class ToolkitError(Exception):
 
 class UsageError(ToolkitError):
     """Bad arguments, unknown profile, profile/device mismatch: exit 2."""
+
+
+class HealthError(ToolkitError):
+    """`toolkit health` cannot run (bad BMC URL, no password, settings file, lock held): exit 3, UNKNOWN."""
+
+    exit_code = EXIT_UNKNOWN
 
 
 class MissingDependency(ToolkitError):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-EXIT_UNKNOWN = 3
+from toolkit.errors import EXIT_UNKNOWN
+
 COLLECTORS = ("gpu", "bmc", "docker", "system")
 
 

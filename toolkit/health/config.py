@@ -20,9 +20,8 @@ import os
 import stat
 from pathlib import Path
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import HealthError
 from toolkit.health import secrets
-from toolkit.health.bmc.target import EXIT_UNKNOWN
 
 KNOWN_KEYS = {
     "expect_gpus",
@@ -37,8 +36,8 @@ KNOWN_KEYS = {
 }
 
 
-class ConfigError(ToolkitError):
-    exit_code = EXIT_UNKNOWN
+class ConfigError(HealthError):
+    pass
 
 
 def load(path: str | None) -> dict:

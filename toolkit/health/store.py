@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 
 from toolkit.atomic import write_text_atomic
-from toolkit.errors import ToolkitError
+from toolkit.errors import HealthError
 from toolkit.health.model import Status, worst
 
 DEFAULT_DIR = "/var/lib/toolkit/health"
 PATTERN = "health-*.json"
 
 
-class LockBusy(ToolkitError):
-    exit_code = 3  # Nagios UNKNOWN: this run produced nothing
+class LockBusy(HealthError):
+    """Another run holds the report folder: this run produced nothing (UNKNOWN)."""
 
 
 @contextlib.contextmanager

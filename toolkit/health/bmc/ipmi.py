@@ -87,7 +87,7 @@ def read_pyghmi(target: BmcTarget) -> BmcReading:
         if cache:
             cmd.set_sdr_cachedir(str(cache))
         try:
-            return _pyghmi_reading(cmd, target)
+            return _pyghmi_reading(cmd, target, cache)
         finally:
             with contextlib.suppress(Exception):
                 cmd.ipmi_session.logout()
@@ -131,8 +131,7 @@ def _pyghmi_thresholds(cmd, entry) -> dict[str, float]:
 THRESHOLD_CACHE_SECONDS = 3600  # thresholds change only when an admin edits them on the BMC
 
 
-def _threshold_cache(target: BmcTarget) -> tuple[Path | None, dict]:
-    folder = sdr_cache_dir()
+def _threshold_cache(target: BmcTarget, folder: Path | None) -> tuple[Path | None, dict]:
     if folder is None:
         return None, {}
     path = folder / f"thresholds-{target.host}-{target.port}.json"
@@ -145,10 +144,10 @@ def _threshold_cache(target: BmcTarget) -> tuple[Path | None, dict]:
     return path, {}
 
 
-def _pyghmi_reading(cmd, target: BmcTarget) -> BmcReading:
+def _pyghmi_reading(cmd, target: BmcTarget, cache: Path | None) -> BmcReading:
     reading = BmcReading("ipmi", target.display)
     entries = {}
-    cache_path, cached = _threshold_cache(target)
+    cache_path, cached = _threshold_cache(target, cache)
     fresh = {}
     for reading_obj in cmd.get_sensor_data():
         if not entries:  # built by get_sensor_data's init_sdr
@@ -226,13 +225,11 @@ def ipmitool_lan_args(target: BmcTarget) -> tuple[list[str], dict]:
 
 
 def read_ipmitool(
-    target: BmcTarget | None, interface_args: list[str], env: dict | None = None, protocol: str = "ipmi"
+    interface_args: list[str], display: str, timeout: float, env: dict | None = None, protocol: str = "ipmi"
 ) -> BmcReading:
     tool = shutil.which("ipmitool")
     if tool is None:
         raise BmcError("ipmitool is not installed (apt install ipmitool)", kind="missing")
-    display = target.display if target else "local /dev/ipmi0"
-    timeout = target.timeout if target else 5.0
     deadline = time.monotonic() + timeout
     full_env = {**os.environ, **(env or {})}
 
@@ -338,10 +335,7 @@ def inband_available() -> bool:
 
 def read_inband(timeout: float = 5.0) -> BmcReading:
     """The node's own BMC through the kernel IPMI driver (ipmi_si + ipmi_devintf): no password."""
-    target = BmcTarget("ipmi", "localhost", 0, "local", timeout=timeout)
-    reading = read_ipmitool(target, ["-I", "open"], protocol="ipmi-inband")
-    reading.target = "local /dev/ipmi0"
-    return reading
+    return read_ipmitool(["-I", "open"], "local /dev/ipmi0", timeout, protocol="ipmi-inband")
 
 
 def read_ipmi(target: BmcTarget, tool: str = "auto") -> BmcReading:
@@ -353,4 +347,4 @@ def read_ipmi(target: BmcTarget, tool: str = "auto") -> BmcReading:
             if err.kind != "missing" or tool == "pyghmi":
                 raise
     args, env = ipmitool_lan_args(target)
-    return read_ipmitool(target, args, env)
+    return read_ipmitool(args, target.display, target.timeout, env)

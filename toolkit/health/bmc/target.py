@@ -11,15 +11,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from toolkit.errors import ToolkitError
+from toolkit.errors import HealthError
 from toolkit.health import secrets
 
 DEFAULT_PORTS = {"ipmi": 623, "redfish": 443}
-EXIT_UNKNOWN = 3  # Nagios UNKNOWN: a health run that cannot start
 
 
-class BmcConfigError(ToolkitError):
-    exit_code = EXIT_UNKNOWN
+class BmcConfigError(HealthError):
+    pass
 
 
 @dataclass
