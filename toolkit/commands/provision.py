@@ -25,6 +25,7 @@ CAPABILITIES = (
     "docker",
     "nvidia_container_toolkit",
     "health_report",
+    "qdrant",
 )
 
 
