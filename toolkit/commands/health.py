@@ -1,4 +1,4 @@
-"""`toolkit health`: GPUs, BMC, Docker and system checks; exit codes in the Nagios plugin convention
+"""`toolkit health`: GPUs, BMC, Docker, system and Qdrant checks; exit codes in the Nagios plugin convention
 (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN — usage errors included, as monitoring systems expect)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import argparse
 
 from toolkit.errors import EXIT_UNKNOWN
 
-COLLECTORS = ("gpu", "bmc", "docker", "system")
+COLLECTORS = ("gpu", "bmc", "docker", "system", "qdrant")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,6 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="IPMI client (default: pyghmi, ipmitool when pyghmi is missing)",
     )
     p.add_argument("--expect-gpus", type=int, metavar="N", help="CRITICAL when fewer GPUs are visible")
+    p.add_argument(
+        "--qdrant-url",
+        metavar="URL",
+        help="check the Qdrant at this REST URL (http://HOST:6333); the API key comes from "
+        "TOOLKIT_QDRANT_API_KEY or qdrant.api_key in the settings file, never the command line",
+    )
     p.add_argument(
         "--config",
         metavar="FILE",
@@ -81,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         bmc_timeout=args.bmc_timeout,
         bmc_tool=args.bmc_tool,
         expect_gpus=args.expect_gpus,
+        qdrant_url=args.qdrant_url,
         skip=set(args.skip),
         config=cfg,
     )

@@ -1,7 +1,7 @@
 """The health configuration file (`/etc/toolkit/health.yml`, written by the `health_report` role).
 
-It may hold the BMC password, so when it does it must not be readable by group or others (mode 0600):
-a readable file is refused, like ssh refuses a readable private key.
+It may hold the BMC password or the Qdrant API key, so when it does it must not be readable by group or
+others (mode 0600): a readable file is refused, like ssh refuses a readable private key.
 
     expect_gpus: 8
     thresholds: {temperature_warning_c: 83, temperature_critical_c: 90}
@@ -9,6 +9,8 @@ a readable file is refused, like ssh refuses a readable private key.
           inband: auto}            # auto: use /dev/ipmi0 when there is no url
     docker: {containers: [qdrant], require_nvidia_runtime: true}
     system: {data_dirs: [/, /var/lib/docker], disk_warning_percent: 85, kernel_cmdline: [iommu=pt]}
+    qdrant: {url: "http://127.0.0.1:6333", api_key: "...", required: true, timeout: 3,
+             storage_path: /var/lib/qdrant/storage}
     report_dir: /var/lib/toolkit/health
     keep_days: 14
     prom_file: /var/lib/prometheus/node-exporter/toolkit.prom
@@ -29,6 +31,7 @@ KNOWN_KEYS = {
     "bmc",
     "docker",
     "system",
+    "qdrant",
     "report_dir",
     "keep_days",
     "prom_file",
@@ -68,12 +71,22 @@ def load(path: str | None) -> dict:
             f"{file}: unknown setting(s) {', '.join(unknown)}",
             hint=f"known settings: {', '.join(sorted(KNOWN_KEYS))}",
         )
-    bmc = data.get("bmc") or {}
-    if bmc.get("password"):
-        secrets.register(str(bmc["password"]))
-        if mode & (stat.S_IRWXG | stat.S_IRWXO) and os.environ.get("TOOLKIT_ALLOW_READABLE_CONFIG") != "1":
-            raise ConfigError(
-                f"{file} holds a BMC password but is readable by others (mode {stat.S_IMODE(mode):04o})",
-                hint=f"chmod 600 {file}",
-            )
+    held = []
+    for section, key, what in (
+        ("bmc", "password", "a BMC password"),
+        ("qdrant", "api_key", "a Qdrant API key"),
+    ):
+        part = data.get(section)
+        if isinstance(part, dict) and part.get(key):
+            secrets.register(str(part[key]))
+            held.append(what)
+    if (
+        held
+        and mode & (stat.S_IRWXG | stat.S_IRWXO)
+        and os.environ.get("TOOLKIT_ALLOW_READABLE_CONFIG") != "1"
+    ):
+        raise ConfigError(
+            f"{file} holds {' and '.join(held)} but is readable by others (mode {stat.S_IMODE(mode):04o})",
+            hint=f"chmod 600 {file}",
+        )
     return data

@@ -18,6 +18,14 @@ HELP = {
     "toolkit_collector_duration_seconds": "Time each collector took.",
     "toolkit_scrape_duration_seconds": "Time the whole collection took.",
     "toolkit_last_run_timestamp_seconds": "When the report was collected (Unix time).",
+    "toolkit_qdrant_up": "1 when Qdrant answers /healthz.",
+    "toolkit_qdrant_ready": "1 when Qdrant answers /readyz (all shards ready).",
+    "toolkit_qdrant_info": "Qdrant's version (label), always 1.",
+    "toolkit_qdrant_collections": "Number of Qdrant collections.",
+    "toolkit_qdrant_collection_status": "Qdrant collection status: 0 green, 1 yellow/grey, 2 red, 3 unknown.",
+    "toolkit_qdrant_collection_points": "Points in each Qdrant collection.",
+    "toolkit_qdrant_gpu_indexing_enabled": "1 when Qdrant indexes on a GPU (telemetry lists GPUs).",
+    "toolkit_qdrant_storage_used_bytes": "Disk space used under Qdrant's storage folder.",
 }
 
 

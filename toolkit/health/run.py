@@ -19,6 +19,7 @@ class Options:
     bmc_timeout: float | None = None
     bmc_tool: str | None = None  # None: the settings file's bmc.tool, else auto
     expect_gpus: int | None = None
+    qdrant_url: str | None = None  # else the settings file's qdrant.url; the API key never comes from here
     skip: set[str] = field(default_factory=set)
     config: dict = field(default_factory=dict)
 
@@ -111,9 +112,43 @@ def _guarded_read(reader, display: str, window: float) -> CollectorResult:
     return result
 
 
+def _start_qdrant(opts: Options):
+    """(settings, thread, box) for the Qdrant read, or None when Qdrant is not configured. Settings are
+    checked here, before any collector runs, so a bad one stops the run with its message (exit 3)."""
+    import threading
+
+    from toolkit.health.collectors import qdrant
+
+    settings = qdrant.settings(opts.config.get("qdrant"), opts.qdrant_url)
+    if settings is None:
+        return None
+    box: dict = {"started": time.monotonic()}
+
+    def read():
+        box["result"] = timed("qdrant", qdrant.collect, settings)
+
+    thread = threading.Thread(target=read, daemon=True, name="qdrant")
+    thread.start()
+    return settings, thread, box
+
+
+def _finish_qdrant(started, nvidia: bool | None) -> CollectorResult:
+    """Wait for the Qdrant read, never past its own deadline plus a second: a read stuck in the network
+    (a peer that drips bytes, a slow resolver) leaves its daemon thread behind, not the report."""
+    from toolkit.health.collectors import qdrant
+
+    settings, thread, box = started
+    bound = box["started"] + settings.timeout + 1.0
+    while thread.is_alive() and time.monotonic() < bound:
+        thread.join(0.1)
+    result = box.get("result") or qdrant.overdue(settings, time.monotonic() - box["started"])
+    qdrant.judge_gpu_indexing(result, settings, nvidia)
+    return result
+
+
 def collect(opts: Options) -> Report:
-    """The BMC read (network-bound, up to its deadline) runs in a daemon thread while the local
-    collectors run; a daemon thread never holds up Ctrl-C or the process exit."""
+    """The BMC and Qdrant reads (network-bound, each up to its deadline) run in daemon threads while the
+    local collectors run; a daemon thread never holds up Ctrl-C or the process exit."""
     import threading
 
     start = time.perf_counter()
@@ -130,6 +165,7 @@ def collect(opts: Options) -> Report:
 
         bmc_thread = threading.Thread(target=read_bmc, daemon=True, name="bmc")
         bmc_thread.start()
+    qdrant_read = _start_qdrant(opts) if "qdrant" not in opts.skip else None
     if "gpu" not in opts.skip:
         results.append(timed("gpu", _gpu, opts))
     if "docker" not in opts.skip:
@@ -150,6 +186,15 @@ def collect(opts: Options) -> Report:
             raise box["error"]
         if box["result"].checks:  # no BMC configured and no local interface: no section at all
             results.insert(0 if "gpu" in opts.skip else 1, box["result"])
+    if qdrant_read is not None:
+        nvidia = None
+        if "gpu" not in opts.skip:  # whether this node has NVIDIA GPUs is known only when they were read
+            nvidia = any(
+                c.name.startswith("gpu") and c.name.endswith(".temperature")
+                for r in results
+                for c in r.checks
+            )
+        results.append(_finish_qdrant(qdrant_read, nvidia))
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     return Report(
         socket.gethostname(), results, now.isoformat().replace("+00:00", "Z"), time.perf_counter() - start
