@@ -13,11 +13,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="ml,provision"
+extras="ml,provision,vectors"
 test_packages=""
 case "${1:-}" in
   --test)
-    extras="ml,provision,test"
+    extras="ml,provision,vectors,test"
     # the provisioning tests boot Debian test hosts with systemd-nspawn and build signed apt repositories;
     # the health tests talk to a simulated BMC (OpenIPMI's ipmi_sim) with pyghmi and ipmitool
     test_packages="debootstrap systemd-container socat iproute2 openssh-client zstd apt-utils gnupg dpkg-dev"

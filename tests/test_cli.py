@@ -44,11 +44,14 @@ def probe(argv: list[str]) -> subprocess.CompletedProcess:
         ["gpus", "--json"],
         ["health", "--help"],
         ["health", "--json"],
+        ["bench", "--list"],
+        ["bench", "--plan"],
     ],
 )
 def test_light_commands_import_no_heavy_package(argv):
     proc = probe(argv)
-    assert proc.returncode == 0, proc.stderr
+    # health may warn (exit 1) on a busy machine (load per CPU): the point here is what it imports
+    assert proc.returncode in ((0, 1) if argv[0] == "health" else (0,)), proc.stderr
     assert "HEAVY=\n" in proc.stderr, proc.stderr
 
 

@@ -39,6 +39,9 @@ class RunContext:
     progress: Callable[[int, int], None] = lambda done, total: None
     seed: int = 0
     kto_loss: str | None = None  # LLaMA-Factory pref_loss override (validated up front)
+    recipes: dict = field(default_factory=dict)  # name -> Recipe of the `train:NAME` loads
+    model_path: str | None = None  # --model: real weights instead of synthetic ones
+    qdrant: object | None = None  # vector_store.QdrantTarget of --qdrant-url (preflighted); None: in-process
 
     @property
     def measured_peaks(self) -> bool:

@@ -41,9 +41,10 @@ def matmul_params(shape: ModelShape) -> int:
 
 
 def total_params(shape: ModelShape) -> int:
-    """All weights, counting input embedding and LM head apart (untied), and the norms."""
+    """All weights: the matmul weights, the input embedding (apart unless tied to the LM head), the norms."""
     norms = (2 * shape.num_hidden_layers + 1) * shape.hidden_size
-    return matmul_params(shape) + shape.vocab_size * shape.hidden_size + norms
+    embedding = 0 if shape.tie_word_embeddings else shape.vocab_size * shape.hidden_size
+    return matmul_params(shape) + embedding + norms
 
 
 def lora_params(shape: ModelShape, rank: int, targets: tuple[str, ...] = LORA_TARGETS_ALL) -> int:
@@ -68,6 +69,22 @@ def lora_train_flops_per_token(shape: ModelShape, n_lora: int, context: float) -
     n = matmul_params(shape)
     return 4 * n + 6 * n_lora + 12 * shape.num_hidden_layers * attention_dim(shape) * context
 
+
+def full_train_flops_per_token(shape: ModelShape, context: float) -> float:
+    """Every weight trains: forward 2N + 4LdT, backward twice that: 6N + 12 L d T."""
+    return 6 * matmul_params(shape) + 12 * shape.num_hidden_layers * attention_dim(shape) * context
+
+
+LORA_FORMULA = (
+    "per counted token: forward 2(N+N_lora) + 4*L*d_attn*T, backward activation gradients through the "
+    "frozen base 2(N+N_lora) + 8*L*d_attn*T, adapter weight gradients 2N_lora: 4N + 6N_lora + 12*L*d_attn*T; "
+    "N = matmul weights incl. LM head, N_lora = trainable adapter weights, T = mean tokens per sequence; "
+    "recomputation under activation checkpointing not counted (MFU, not HFU)"
+)
+DPO_FORMULA = (
+    "per counted token (chosen and rejected): LoRA train step 4N + 6N_lora + 12*L*d_attn*T plus the "
+    "reference forward (the base with the adapter disabled) 2N + 4*L*d_attn*T: 6N + 6N_lora + 16*L*d_attn*T"
+)
 
 KTO_FORMULA = (
     "per token of the training batch: LoRA train step (4N + 6N_lora + 12*L*d_attn*T) "

@@ -37,6 +37,8 @@ def format_metric(name: str, value, unit: bool = True) -> str:
     if value is None:
         return "-"
     if isinstance(value, list):
+        if name.endswith("_per_rank"):  # --gpus N: one value per rank
+            return " / ".join(format_metric(name.removesuffix("_per_rank"), v, unit=False) for v in value)
         return f"{len(value)} values"
     if name.endswith("_ratio"):
         return f"{value:.1%}"
@@ -46,10 +48,22 @@ def format_metric(name: str, value, unit: bool = True) -> str:
         return si(value, "B/s")
     if "tokens_per_second" in name:
         return f"{value:,.0f} tok/s" if unit else f"{value:,.0f}"
+    if "recall_at_" in name:
+        return f"{value:.3f}"
+    if name.endswith("_speedup_vs_exact"):
+        return f"{value:.1f}x"
+    if name.endswith(("queries_per_second", "points_per_second")):
+        return f"{value:,.0f}/s" if unit else f"{value:,.0f}"
     if "seconds" in name:
         return seconds(value)
     if name.endswith("_bytes"):
         return gib(value)
+    if name.endswith("_celsius"):
+        return f"{value:g} °C"
+    if name.endswith("_watts"):
+        return f"{value:.0f} W"
+    if name.endswith("_hertz"):
+        return si(value, "Hz")
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -63,6 +77,23 @@ LABELS = {
     "step_time_seconds_p90": "step p90",
     "mfu_ratio": "MFU",
     "peak_memory_bytes": "peak memory",
+    "bus_bandwidth_bytes_per_second": "busbw",
+    "algorithm_bandwidth_bytes_per_second": "algbw",
+    "tokens_per_second_per_rank": "tokens/s per rank",
+    "step_time_seconds_p50_per_rank": "step p50 per rank",
+    "peak_memory_bytes_per_rank": "peak memory per rank",
+    "recall_at_10": "recall@10",
+    "filtered_recall_at_10": "filtered recall@10",
+    "indexed_vectors_ratio": "indexed vectors",
+    "queries_per_second": "HNSW query/s",
+    "batch_queries_per_second": "HNSW query/s batched",
+    "filtered_queries_per_second": "filtered query/s",
+    "exact_queries_per_second": "exact query/s",
+    "hnsw_speedup_vs_exact": "HNSW / exact",
+    "upsert_points_per_second": "upsert points/s",
+    "index_build_seconds": "index build",
+    "latency_seconds_p50": "latency p50",
+    "latency_seconds_p99": "latency p99",
 }
 
 
@@ -97,6 +128,30 @@ SHOWN = (
     "ttft_seconds_p50_batch1",
     "ttft_seconds_p50_batch8",
     "peak_memory_bytes",
+    # --gpus N
+    "algorithm_bandwidth_bytes_per_second",
+    "tokens_per_second_per_rank",
+    "step_time_seconds_p50_per_rank",
+    "peak_memory_bytes_per_rank",
+    # vectors
+    "queries_per_second",
+    "exact_queries_per_second",
+    "hnsw_speedup_vs_exact",
+    "batch_queries_per_second",
+    "filtered_queries_per_second",
+    "filtered_recall_at_10",
+    "latency_seconds_p50",
+    "latency_seconds_p99",
+    "upsert_points_per_second",
+    "index_build_seconds",
+)
+# The vectors load's line on stderr: recall and its throughput against the same run's exact search.
+VECTOR_SUMMARY = (
+    "recall_at_10",
+    "queries_per_second",
+    "exact_queries_per_second",
+    "hnsw_speedup_vs_exact",
+    "index_build_seconds",
 )
 
 
@@ -104,17 +159,29 @@ def summary_line(rec) -> str:
     """One line per finished load for the progress log on stderr."""
     if rec.error:
         return rec.error["message"]
-    shown = list(rec.expected) or [m for m in SHOWN[:2] if m in rec.metrics]
+    if rec.status == "skipped":
+        return rec.notes[0] if rec.notes else "skipped"
+    if rec.workload == "burn_in":
+        from toolkit.bench.burnin import summary_line as burn_in_line
+
+        return burn_in_line(rec)
+    if rec.workload == "vectors":
+        shown = [m for m in VECTOR_SUMMARY if m in rec.metrics]
+    else:
+        shown = list(rec.expected) or [m for m in SHOWN[:2] if m in rec.metrics]
     return ", ".join(f"{label(k)} {format_metric(k, rec.metrics.get(k), unit=False)}" for k in shown)
 
 
 def render(doc: dict, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     profile = doc["profile"]
     title = (
         f"toolkit bench · profile {profile['name']} · {doc['host']} · scale {doc['configuration']['scale']}"
     )
+    if doc.get("distributed"):
+        title += f" · {doc['distributed']['world_size']} ranks ({doc['distributed']['backend']})"
     table = Table(title=title, title_justify="left", padding=(0, 1), collapse_padding=True)
     for col, just in (
         ("load", "left"),
@@ -149,9 +216,14 @@ def render(doc: dict, console) -> None:
                     f"[{style}]{r['status']}[/]" if first else "",
                 )
                 first = False
-        if first or r.get("error"):
+        if first or r.get("error") or r["status"] == "skipped":
             detail = r["error"]["message"] if r.get("error") else "measured (no expectation)"
-            table.add_row(r["workload"] if first else "", "", detail, "", "", f"[{style}]{r['status']}[/]")
+            if r["status"] == "skipped" and r["notes"]:
+                detail = r["notes"][0]
+            # messages quote library errors, which may hold [brackets] rich would read as markup
+            table.add_row(
+                r["workload"] if first else "", "", escape(detail), "", "", f"[{style}]{r['status']}[/]"
+            )
         table.add_section()
     console.print(table)
     for r in doc["results"]:

@@ -40,6 +40,15 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "error", "crashed"
 
 
+def _estimate_ratio(rec: WorkloadRecord) -> None:
+    """Measured peak over the load's memory estimate (on the CPU the RSS the load added)."""
+    m = rec.metrics
+    estimate, peak = m.get("memory_estimate_bytes"), m.get("peak_memory_bytes")
+    if estimate and peak and "steps_completed" in m and m["steps_completed"]:
+        used = peak - (m.get("baseline_memory_bytes") or 0)
+        m["memory_measured_over_estimate_ratio"] = round(used / estimate, 4)
+
+
 def _reached(rec: WorkloadRecord) -> str:
     steps = rec.metrics.get("steps_completed")
     return f" (reached {steps} step(s))" if steps is not None else ""
@@ -64,7 +73,8 @@ def run_loads(
         interrupted = False
         try:
             memory.reset()
-            module = importlib.import_module(f"toolkit.bench.workloads.{name}")
+            # `train:NAME` runs the recipe NAME through the train load
+            module = importlib.import_module(f"toolkit.bench.workloads.{name.partition(':')[0]}")
             torch.manual_seed(ctx.seed)
             module.run(ctx, rec)
         except KeyboardInterrupt:
@@ -83,6 +93,7 @@ def run_loads(
             rec.duration_seconds = round(time.perf_counter() - t0, 3)
             try:
                 rec.metrics.update(memory.read())
+                _estimate_ratio(rec)
                 rec.notes.append(memory.note)
             except Exception as exc:  # memory stats are best effort after a crash
                 rec.notes.append(f"peak memory unavailable: {exc}")

@@ -20,10 +20,14 @@ class ModelShape:
     num_attention_heads: int
     num_key_value_heads: int
     vocab_size: int
+    # Gemma's heads are wider than hidden / heads; None: hidden / heads
+    attention_head_dim: int | None = None
+    # the LM head shares the input embedding's weights (Gemma, SmolLM): counted once
+    tie_word_embeddings: bool = False
 
     @property
     def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+        return self.attention_head_dim or self.hidden_size // self.num_attention_heads
 
 
 @dataclass(frozen=True)
@@ -77,12 +81,58 @@ class InferenceSettings:
 
 
 @dataclass(frozen=True)
+class TrainSettings:
+    """How a recipe (`--recipe`) is sized at this scale: `model` None runs the recipe's own architecture
+    and sizes; otherwise its architecture at this shape (head grouping kept), capped sequence and batch."""
+
+    warmup_steps: int
+    measured_steps: int
+    max_length: int = 0  # 0: the recipe's
+    max_batch_size: int = 0  # 0: the recipe's
+    model: ModelShape | None = None
+
+
+@dataclass(frozen=True)
+class VectorSettings:
+    """The vector load (workloads/vectors.py): synthetic points, HNSW parameters, query counts."""
+
+    points: int
+    dim: int
+    queries: int
+    batch_size: int  # queries per batched request
+    upsert_batch: int  # points per upsert request
+    m: int
+    ef_construct: int
+    ef: int  # hnsw_ef at query time
+    categories: int  # values of the filtered payload field
+    warmup: int  # untimed HNSW queries before the timed ones
+    intrinsic_dim: int = 32  # the data's intrinsic dimension (see workloads/vectors.py)
+    noise: float = 0.1
+    full_scan_threshold_kb: int = 10  # Qdrant's default 10000 would make small segments skip the graph
+    indexing_threshold_kb: int = 10  # segments above this get HNSW (Qdrant's default 20000)
+    min_recall_at_10: float = 0.95
+    build_timeout_seconds: int = 3600  # server: longest wait for the collection to turn green
+
+
+@dataclass(frozen=True)
+class AllreduceSettings:
+    """The all-reduce load of `--gpus N` runs (workloads/allreduce.py): message sizes, float32."""
+
+    sizes_bytes: tuple[int, ...]
+    warmup: int
+    repeats: int
+
+
+@dataclass(frozen=True)
 class Scale:
     name: str
     matmul: MatmulSettings
     memory_bandwidth: MemoryBandwidthSettings
     kto_lora: KtoSettings
     inference: InferenceSettings
+    vectors: VectorSettings
+    train: TrainSettings
+    allreduce: AllreduceSettings
 
 
 @dataclass(frozen=True)
@@ -110,8 +160,9 @@ def _build(cls, raw: dict):
     values = dict(raw)
     if "model" in values:
         values["model"] = _build(ModelShape, values["model"])
-    if "batch_sizes" in values:
-        values["batch_sizes"] = tuple(values["batch_sizes"])
+    for name in ("batch_sizes", "sizes_bytes"):
+        if name in values:
+            values[name] = tuple(values[name])
     return cls(**values)
 
 
@@ -125,6 +176,9 @@ def parse_settings(text: str) -> BenchSettings:
             memory_bandwidth=_build(MemoryBandwidthSettings, raw["memory_bandwidth"]),
             kto_lora=_build(KtoSettings, raw["kto_lora"]),
             inference=_build(InferenceSettings, raw["inference"]),
+            vectors=_build(VectorSettings, raw["vectors"]),
+            train=_build(TrainSettings, raw["train"]),
+            allreduce=_build(AllreduceSettings, raw["allreduce"]),
         )
     floors = {}
     for name, raw in data["floors"].items():
@@ -206,7 +260,7 @@ def validate(scale: Scale) -> None:
     """Refuse sizes no load can run with, before anything runs (exit 2, one message)."""
     from toolkit.errors import UsageError
 
-    for load in ("matmul", "memory_bandwidth", "kto_lora", "inference"):
+    for load in ("matmul", "memory_bandwidth", "kto_lora", "inference", "vectors", "allreduce"):
         settings = getattr(scale, load)
         for name, value in vars(settings).items():
             if isinstance(value, bool) or not isinstance(value, int):
@@ -216,10 +270,22 @@ def validate(scale: Scale) -> None:
                 raise UsageError(f"{load}.{name} must be at least {minimum}, not {value}")
         model = getattr(settings, "model", None)
         for name, value in (vars(model) if model is not None else {}).items():
-            if isinstance(value, int) and value < 1:
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
                 raise UsageError(f"{load}.model.{name} must be at least 1, not {value}")
     if any(b < 1 for b in scale.inference.batch_sizes):
         raise UsageError("inference.batch_sizes must all be at least 1")
+    if not scale.allreduce.sizes_bytes or any(b < 4 for b in scale.allreduce.sizes_bytes):
+        raise UsageError("allreduce.sizes_bytes must all be at least 4 (one float32)")
+    from toolkit.bench.vector_store import MAX_DIM
+
+    vectors = scale.vectors
+    if vectors.dim > MAX_DIM:
+        raise UsageError(
+            f"vectors.dim must be at most {MAX_DIM}, not {vectors.dim}",
+            hint="Qdrant's limit for dense vectors",
+        )
+    if not 0 < vectors.min_recall_at_10 <= 1 or vectors.noise < 0:
+        raise UsageError("vectors.min_recall_at_10 must be in (0, 1] and vectors.noise at least 0")
     from toolkit.bench.workloads.kto_lora import resolve_loss
 
     resolve_loss(scale.kto_lora.pref_loss)

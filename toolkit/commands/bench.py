@@ -38,7 +38,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workloads",
         metavar="A,B",
-        help="loads to run: matmul, memory_bandwidth, kto_lora, inference (default: all)",
+        help="loads to run: matmul, memory_bandwidth, kto_lora, inference, vectors (default: all)",
+    )
+    parser.add_argument(
+        "--burn-in",
+        metavar="DURATION",
+        help="burn-in instead of the loads (not with --workloads/--recipe): sustained matmul for DURATION "
+        "(90s, 10m, 1h, or seconds) on every visible GPU (fp32 on the CPU profile), each result checked "
+        "against the first one, while NVML samples temperature, power, clocks and throttle reasons",
     )
     parser.add_argument(
         "--scale",
@@ -60,6 +67,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="LLaMA-Factory pref_loss for the KTO load: kto, apo_zero_unpaired, or kto_pair "
         "(mapped to kto); default: the users' recipe (kto_pair)",
     )
+    parser.add_argument(
+        "--list", action="store_true", help="list the shipped training recipes and architectures, then exit"
+    )
+    parser.add_argument(
+        "--recipe",
+        dest="recipes",
+        action="append",
+        default=[],
+        metavar="NAME|FILE.yaml",
+        help="training recipe to run: a shipped one (see --list) or a LLaMA-Factory training YAML "
+        "(repeatable; keys it cannot honour are listed)",
+    )
+    parser.add_argument(
+        "--arch",
+        metavar="NAME",
+        help="architecture for a recipe whose model is not named (see --list), e.g. gemma2-9b",
+    )
+    parser.add_argument(
+        "--model",
+        metavar="PATH_OR_ID",
+        help="real weights from a local folder or the local Hugging Face cache instead of synthetic "
+        "weights (nothing is downloaded)",
+    )
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="estimate each recipe's memory against the profile(s) and say whether it fits; runs nothing "
+        "(--gpu takes a comma-separated list here)",
+    )
+    parser.add_argument(
+        "--qdrant-url",
+        metavar="URL",
+        help="run the vectors load against this Qdrant server (REST, e.g. http://HOST:6333) in a collection "
+        "of its own, created and deleted; default: Qdrant in-process (qdrant-edge)",
+    )
+    parser.add_argument(
+        "--qdrant-api-key-env",
+        metavar="VAR",
+        help="name of the environment variable that holds the Qdrant API key (the key never goes on the "
+        "command line)",
+    )
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="run the loads in N processes, one per GPU, under torch.distributed (DDP for training) and "
+        "add the all-reduce bus-bandwidth load; without a GPU, N CPU processes with gloo (a functional test)",
+    )
+    # internal: a rank of a --gpus run, started by torchrun; DIR holds the run's hand-over files
+    parser.add_argument("--distributed-run", metavar="DIR", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and data (default 0)")
     parser.add_argument(
         "--set",
@@ -72,21 +129,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _workloads(arg: str | None, measured_peaks: bool) -> list[str]:
-    from toolkit.bench.workloads import PEAK_WORKLOADS, WORKLOADS
+def _workloads(arg: str | None, measured_peaks: bool, distributed: bool = False) -> list[str]:
+    from toolkit.bench.workloads import DISTRIBUTED_WORKLOADS, PEAK_FREE_WORKLOADS, PEAK_WORKLOADS, WORKLOADS
 
+    known = (*WORKLOADS, *DISTRIBUTED_WORKLOADS)
     if not arg:
-        return list(WORKLOADS)
+        return list(known if distributed else WORKLOADS)
     wanted = [w.strip() for w in arg.split(",") if w.strip()]
-    unknown = [w for w in wanted if w not in WORKLOADS]
+    unknown = [w for w in wanted if w not in known]
     if unknown or not wanted:
         raise UsageError(
             f"unknown workload(s): {', '.join(unknown) or '(none given)'}",
-            hint="known workloads: " + ", ".join(WORKLOADS),
+            hint="known workloads: " + ", ".join(known),
         )
-    if measured_peaks:  # the cpu profile's expectations need the peaks measured first
+    # the cpu profile's expectations need the peaks measured first (the vectors load's do not)
+    if measured_peaks and any(w not in PEAK_FREE_WORKLOADS for w in wanted):
         wanted = [w for w in PEAK_WORKLOADS if w not in wanted] + wanted
-    return [w for w in WORKLOADS if w in wanted]
+    return [w for w in known if w in wanted]
+
+
+def _with_recipes(
+    workloads: list[str], recipe_list: list, asked: str | None, measured_peaks: bool
+) -> list[str]:
+    """With --recipe, the training loads are the recipes (`train:NAME`); without --workloads, only the
+    recipes run (after the peaks the cpu profile measures its expectations from)."""
+    from toolkit.bench.workloads import PEAK_WORKLOADS
+
+    base = [w for w in workloads if w != "kto_lora"] if asked else []
+    if measured_peaks:
+        base = [w for w in PEAK_WORKLOADS if w not in base] + base
+    return base + [f"train:{r.name}" for r in recipe_list]
 
 
 def resolve_profile(requested: str | None, allow_mismatch: bool, found=None):
@@ -152,14 +224,28 @@ def _check_writable(args) -> None:
             ) from None
 
 
-def _check_ml_stack() -> None:
+def _check_ml_stack(modules: tuple[str, ...] = ML_MODULES) -> None:
     import importlib.util
 
-    missing = [m for m in ML_MODULES if importlib.util.find_spec(m) is None]
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
         raise MissingDependency(
             f"`toolkit bench` needs the ML stack; missing: {', '.join(missing)}", hint=INSTALL_HINT
         )
+
+
+def _return_freed_memory() -> None:
+    """glibc keeps freed heap pages in the process: on the CPU the peak RSS a load reports then carries
+    the previous loads' garbage (20-37% above live memory, measured). Blocks from 64 KiB up are mapped
+    and unmapped on free, so RSS follows what is live (no measurable cost in a `small` run)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: the report's memory note still says what RSS is
+        pass
 
 
 def _quiet_libraries() -> None:
@@ -180,24 +266,85 @@ def _quiet_libraries() -> None:
     logging.getLogger("trl").setLevel(logging.ERROR)
 
 
+def _recipes(args) -> list:
+    """The --recipe list, resolved and with `--set recipe.*` applied; exit 2 on anything wrong."""
+    from toolkit.bench import recipes
+
+    if args.arch and not args.recipes:
+        raise UsageError("--arch names the architecture of a --recipe", hint="add --recipe NAME|FILE.yaml")
+    found = [recipes.load(spec, args.arch) for spec in args.recipes]
+    names = [r.name for r in found]
+    if len(set(names)) != len(names):
+        raise UsageError(f"recipe given twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+    assignments = [a.partition(".")[2] for a in args.overrides if a.startswith("recipe.")]
+    found = [recipes.override(r, assignments) for r in found]
+    for recipe in found:
+        if recipe.architecture is None and not args.model:
+            raise UsageError(
+                f"recipe {recipe.name} does not name its model",
+                hint="add --arch NAME (see toolkit bench --list), model_name_or_path with a known Hub id, "
+                "or --model PATH_OR_ID",
+            )
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
     from toolkit.bench.settings import load_settings, override
     from toolkit.bench.workloads.kto_lora import resolve_loss
     from toolkit.catalog import load_catalog
 
+    rank = None
+    if args.distributed_run:  # a rank of a --gpus run: its output goes to its log from here on
+        from toolkit.bench.distributed import Rank
+
+        rank = Rank.from_args(args)
+    if args.list:
+        from toolkit.bench.listing import render_list
+
+        return render_list()
+    recipe_list = _recipes(args)
+    if args.model:
+        from toolkit.bench.architectures import resolve_model
+
+        resolve_model(args.model)  # a missing model is a usage error before anything runs
+    if args.plan:
+        from toolkit.bench.plan import run_plan
+
+        return run_plan(args, recipe_list)
     if args.kto_loss:
         resolve_loss(args.kto_loss)  # a bad value is a usage error before anything runs
     if args.threads is not None and args.threads < 1:
         raise UsageError("--threads must be at least 1")
+    if args.gpus is not None:
+        from toolkit.bench.distributed import check_gpus
+
+        check_gpus(args.gpus, None)  # N < 2 is refused before anything runs; N > GPUs once torch is up
+        if getattr(args, "burn_in", None):
+            raise UsageError("--burn-in already runs on every visible GPU", hint="drop --gpus")
+    burn_in = _burn_in(args, recipe_list)
     profile, gpu_class, found, mismatch = resolve_profile(args.profile, args.allow_mismatch)
-    workloads = _workloads(args.workloads, measured_peaks=gpu_class is None)
+    distributed = args.gpus is not None or rank is not None
+    workloads = (
+        ["burn_in"]
+        if burn_in
+        else _workloads(args.workloads, measured_peaks=gpu_class is None, distributed=distributed)
+    )
     use_gpu = gpu_class is not None and bool(found.devices)
     settings = load_settings()
-    scale = override(settings.scales[args.scale or ("full" if use_gpu else "small")], args.overrides)
+    scale = override(
+        settings.scales[args.scale or ("full" if use_gpu else "small")],
+        [a for a in args.overrides if not a.startswith("recipe.")],
+    )
+    if recipe_list:
+        workloads = _with_recipes(workloads, recipe_list, args.workloads, gpu_class is None)
+    if args.model and not recipe_list and "kto_lora" not in workloads:
+        raise UsageError("--model replaces the weights of a training load", hint="add --recipe NAME")
     _check_writable(args)
-    _check_ml_stack()
+    args.qdrant_target = _vector_preflight(args, workloads, scale)
+    _check_ml_stack(("torch",) if burn_in else ML_MODULES)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
-    if not getattr(args, "debug", False):
+    # (a --gpus launcher runs no load itself: the ranks quiet their own libraries)
+    if not getattr(args, "debug", False) and not burn_in and args.gpus is None:
         _quiet_libraries()
 
     import torch
@@ -216,10 +363,33 @@ def run(args: argparse.Namespace) -> int:
             mismatch = f"{profile} matched by NVML, but torch's cuda:0 is {torch_name}"
     if args.threads:
         torch.set_num_threads(args.threads)
-    return _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, device)
+    if device == "cpu":
+        _return_freed_memory()
+    if any(w == "kto_lora" or w.startswith("train:") for w in workloads) and not burn_in:
+        import peft  # noqa: F401  (~90 MB of RSS: imported before the first load's peak is reset)
+        import trl  # noqa: F401
+    if args.gpus is not None:  # the launcher: torchrun starts the ranks, rank 0 saves, this prints
+        from toolkit.bench.distributed import launch
+
+        return launch(
+            args,
+            add_arguments,
+            profile=profile,
+            device=device,
+            scale=scale,
+            workloads=workloads,
+            results_dir=_results_dir(args),
+        )
+    if rank is not None:
+        rank.init_process_group(device)
+    return _run(
+        args, settings, scale, profile, gpu_class, found, mismatch, workloads, device, recipe_list, rank=rank
+    )
 
 
-def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, device) -> int:
+def _run(
+    args, settings, scale, profile, gpu_class, found, mismatch, workloads, device, recipe_list, rank=None
+) -> int:
     import signal
     import socket
     import time
@@ -250,10 +420,15 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
         peaks=peaks,
         seed=args.seed,
         kto_loss=args.kto_loss,
+        recipes={r.name: r for r in recipe_list},
+        model_path=args.model,
+        qdrant=getattr(args, "qdrant_target", None),
     )
     host = socket.gethostname()
     started = report.utc_now()
     saved_path = _results_dir(args) / report.result_filename(started, host, profile)
+    if rank is not None:  # --gpus N: the launcher named the result; only rank 0 writes it
+        started, saved_path = rank.started_at, rank.saved_path
     doc = {
         "schema_version": report.SCHEMA_VERSION,
         "host": host,
@@ -272,6 +447,8 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
             "scale": scale.name,
             "overrides": args.overrides,
             "workloads": workloads,
+            "recipes": [r.summary() for r in recipe_list],
+            "model": args.model or "synthetic weights of the recipe's architecture",
             "seed": args.seed,
             "dtype": dtype,
             "floors": {k: {"values": v.values, "basis": v.basis} for k, v in settings.floors.items()},
@@ -282,7 +459,12 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
         "complete": False,
     }
 
+    if rank is not None:
+        rank.annotate(doc, device)
+
     def save() -> None:
+        if rank is not None and not rank.is_main:
+            return
         doc["profile"]["peaks"] = ctx.peaks.as_dict()
         report.save(doc, saved_path)
 
@@ -315,10 +497,16 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
 
     def on_done(rec) -> None:
         progress.remove_task(task["id"])
+        # --gpus N: every rank hands its record to rank 0, which keeps the aggregate
+        result = rec.as_dict() if rank is None else rank.collect(rec, settings.warn_ratio)
+        if result is None:
+            return
         doc.pop("in_progress", None)
-        doc["results"].append(rec.as_dict())
+        doc["results"].append(result)
         save()
-        line = report.summary_line(rec)
+        from rich.markup import escape
+
+        line = escape(report.summary_line(rec))  # error messages may quote [bracketed] library text
         err.print(
             f"[{report.STATUS_STYLE.get(rec.status, '')}]{rec.status:>5}[/] {rec.workload}: {line}",
             highlight=False,
@@ -329,13 +517,26 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
         f"loads {', '.join(workloads)}",
         highlight=False,
     )
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    for recipe in recipe_list:
+        if recipe.unhonoured:
+            err.print(
+                f"recipe {recipe.name}: not honoured: {', '.join(k for k, _ in recipe.unhonoured)} "
+                "(reasons in the report)",
+                highlight=False,
+            )
+    # a rank tells torchrun's SIGTERM (another rank failed) from the user's Ctrl-C
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt if rank is None else rank.on_sigterm)
     try:
         save()
         with progress:
-            records, interrupted = run_loads(ctx, workloads, on_start, on_done)
+            if workloads == ["burn_in"]:
+                records, interrupted = _run_burn_in(ctx, args, doc, save, on_start, on_done)
+            else:
+                records, interrupted = run_loads(ctx, workloads, on_start, on_done)
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if rank is not None:  # a rank that failed or was interrupted has left in rank.collect
+        return rank.finish(doc, save)
     doc.pop("in_progress", None)
     doc["verdict"] = verdict(records, interrupted)
     doc["complete"] = not interrupted
@@ -359,6 +560,54 @@ def _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, 
         err.print("Interrupted: the loads that finished are kept in the saved result.")
         return EXIT_INTERRUPTED
     return EXIT_CHECK_FAILED if doc["verdict"] in ("fail", "error") else EXIT_OK
+
+
+def _burn_in(args, recipe_list) -> float | None:
+    """Seconds of --burn-in; it replaces the load list, so it does not go with --workloads or --recipe."""
+    if getattr(args, "burn_in", None) is None:
+        return None
+    from toolkit.bench.burnin import parse_duration
+
+    seconds = parse_duration(args.burn_in)
+    if args.workloads or recipe_list:
+        raise UsageError(
+            "--burn-in replaces the load list",
+            hint="drop --workloads/--recipe, or run the loads in a separate `toolkit bench`",
+        )
+    return seconds
+
+
+def _run_burn_in(ctx, args, doc, save, on_start, on_done):
+    """The burn-in record is saved after every interval, so a killed burn-in keeps the finished ones."""
+    from toolkit.bench import burnin
+
+    def on_interval(rec) -> None:
+        doc["results"] = [rec.as_dict()]
+        save()
+
+    def done(rec) -> None:
+        doc["results"] = []
+        on_done(rec)
+
+    return burnin.run(ctx, burnin.parse_duration(args.burn_in), on_start, done, on_interval)
+
+
+def _vector_preflight(args, workloads: list[str], scale):
+    """Before any load runs: the vector engine is there, or the Qdrant server answers, takes the key and
+    accepts a collection of the load's shape (exit 2 otherwise). The server target, or None in-process."""
+    from toolkit.bench.vector_store import IndexSpec, preflight
+
+    url, key_env = getattr(args, "qdrant_url", None), getattr(args, "qdrant_api_key_env", None)
+    if "vectors" not in workloads:
+        if url or key_env:
+            raise UsageError(
+                "--qdrant-url/--qdrant-api-key-env are for the vectors load, which this run does not include",
+                hint="add vectors to --workloads",
+            )
+        return None
+    v = scale.vectors
+    spec = IndexSpec(v.dim, v.m, v.ef_construct, v.full_scan_threshold_kb, v.indexing_threshold_kb)
+    return preflight(url, key_env, spec, v.points)
 
 
 def _raise_interrupt(signum, frame):

@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     if untouched and not args.tags and not args.skip_tags:
         raise UsageError(
             f"no play applied to {', '.join(untouched)}: "
-            "the playbooks target gpu_nodes, nvidia_nodes and amd_nodes",
+            "the playbooks target gpu_nodes, nvidia_nodes, amd_nodes and qdrant_nodes",
             hint="put the hosts in those groups (see inventory/hosts.yml)",
         )
     rebooted: list[str] = []

@@ -1,0 +1,230 @@
+"""`toolkit bench --plan`: does each recipe fit each profile's memory, and by what margin? Runs nothing.
+
+    toolkit bench --plan                                      # every shipped recipe on its own profile
+    toolkit bench --plan --gpu a40,rtx-3090,a10g,h100-sxm     # ... on each of these classes
+    toolkit bench --plan --recipe my.yaml --arch gemma2-9b --gpu a40 --json plan.json
+
+The estimate (toolkit.bench.estimate) is arithmetic on the recipe's shape: no torch, no device. It is
+made at the recipe's full size (or at --scale tiny/small, as a run at that scale would size it), with
+every sequence at the recipe's max length. A profile's memory is the catalog's figure; `cpu` is this
+machine's RAM (MemTotal), and 4-bit/8-bit recipes say "needs CUDA" there.
+
+Fits: "yes" with at least 10 % of the memory to spare (the CUDA context, allocator fragmentation and
+the memory the driver keeps are not in the estimate), "tight" within the last 10 %, "no" above it.
+
+Exit codes: 0 the plan was made; 1 a recipe named with --recipe does not fit a profile it was planned
+on (a survey of the shipped recipes, without --recipe, is information and exits 0); 2 usage error
+(unknown profile or recipe).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+
+from toolkit.errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
+
+PLAN_SCHEMA_VERSION = 1
+HEADROOM = 0.10  # share of the memory left for what the estimate does not count
+NEEDS_CUDA = "needs CUDA"
+
+
+def _profiles(arg: str | None) -> list[str] | None:
+    """The --gpu list, validated against the catalog (None: each recipe's own profile)."""
+    from toolkit.catalog import CPU_PROFILE, load_catalog
+
+    if not arg:
+        return None
+    names = [p.strip().lower() for p in arg.split(",") if p.strip()]
+    if not names:
+        raise UsageError("--gpu names no profile", hint="e.g. --gpu a40,rtx-3090 (see `toolkit gpus`)")
+    catalog = load_catalog()
+    for name in names:
+        if name != CPU_PROFILE:
+            catalog.get(name)  # UsageError with the known profiles as hint
+    return list(dict.fromkeys(names))
+
+
+def host_memory_bytes() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _memory(profile: str) -> tuple[int | None, str]:
+    from toolkit.catalog import CPU_PROFILE, load_catalog
+
+    if profile == CPU_PROFILE:
+        return host_memory_bytes(), "this machine's RAM (MemTotal)"
+    cls = load_catalog().get(profile)
+    fig = cls.figures["memory_bytes"]
+    return (int(fig.value) if fig.value else None), fig.source
+
+
+def _sized(recipe, scale: str | None):
+    """The recipe as a run at `scale` would size it (workloads/train.py for_scale); full: as written."""
+    if not scale or scale == "full":
+        return recipe
+    from toolkit.bench.recipes import sized
+    from toolkit.bench.settings import load_settings
+
+    t = load_settings().scales[scale].train
+    return sized(
+        recipe,
+        t.model,
+        t.max_length or recipe.max_length,
+        t.max_batch_size or recipe.batch_size,
+        (t.warmup_steps, t.measured_steps),
+    )
+
+
+def _with_model(recipe, spec: str | None):
+    """--model: the shape of the weights' config.json (read, not loaded)."""
+    if not spec:
+        return recipe
+    from toolkit.bench import architectures
+
+    folder, _ = architectures.resolve_model(spec)
+    config = architectures.read_config(folder)
+    return replace(
+        recipe, model=architectures.shape_from_config(config), model_config=config, architecture=None
+    )
+
+
+def plan_rows(
+    recipe_list: list, profiles: list[str] | None, scale: str | None = None, model=None
+) -> list[dict]:
+    from toolkit.bench.estimate import estimate_training
+    from toolkit.catalog import CPU_PROFILE
+
+    rows = []
+    for recipe in recipe_list:
+        recipe = _sized(_with_model(recipe, model), scale)
+        for profile in profiles or [recipe.profile or CPU_PROFILE]:
+            device = "cpu" if profile == CPU_PROFILE else "cuda"
+            est = estimate_training(recipe, device)
+            memory, memory_source = _memory(profile)
+            total = est.total
+            if device == "cpu" and recipe.quantized:
+                verdict, fits = NEEDS_CUDA, None
+            elif memory is None:
+                verdict, fits = "unknown memory", None
+            else:
+                fits = total <= memory
+                verdict = "yes" if total <= memory * (1 - HEADROOM) else "tight" if fits else "no"
+            largest = est.largest
+            rows.append(
+                {
+                    "recipe": recipe.name,
+                    "profile": profile,
+                    "device": device,
+                    "memory_bytes": memory,
+                    "memory_source": memory_source,
+                    "estimate_bytes": int(total),
+                    "margin_bytes": int(memory - total) if memory else None,
+                    "margin_ratio": (memory - total) / memory if memory else None,
+                    "fits": fits,
+                    "verdict": verdict,
+                    "largest_part": largest.name,
+                    "largest_part_bytes": int(largest.bytes),
+                    "recipe_summary": recipe.summary(),
+                    "estimate": est.as_dict(),
+                }
+            )
+    return rows
+
+
+def _size(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 2**30:
+        return f"{value / 2**30:.1f} GiB"
+    return f"{value / 2**20:.0f} MiB"
+
+
+def render(rows: list[dict], console, scale: str = "full") -> None:
+    from rich.table import Table
+
+    size = "the recipes' full size" if scale == "full" else f"scale {scale}"
+    table = Table(title=f"Memory plan at {size} (estimated; nothing was run)", title_justify="left")
+    for col, justify in (
+        ("recipe", "left"),
+        ("profile", "left"),
+        ("memory", "right"),
+        ("estimate", "right"),
+        ("margin", "right"),
+        ("margin %", "right"),
+        ("fits", "left"),
+        ("largest part", "left"),
+    ):
+        table.add_column(col, justify=justify)
+    style = {"yes": "green", "tight": "yellow", "no": "red"}
+    for r in rows:
+        pct = "-" if r["margin_ratio"] is None else f"{100 * r['margin_ratio']:.0f}"
+        table.add_row(
+            r["recipe"],
+            r["profile"],
+            _size(r["memory_bytes"]),
+            _size(r["estimate_bytes"]),
+            _size(r["margin_bytes"]),
+            pct,
+            f"[{style.get(r['verdict'], '')}]{r['verdict']}[/]" if r["verdict"] in style else r["verdict"],
+            f"{r['largest_part']} ({_size(r['largest_part_bytes'])})",
+        )
+    console.print(table)
+    console.print(
+        f"fits: yes = at least {HEADROOM:.0%} of the memory to spare, tight = within it, no = above the "
+        "memory. Estimates count live tensors at the recipe's max length; `--json` has every part "
+        "with its formula.",
+        highlight=False,
+    )
+
+
+def run_plan(args, recipe_list: list) -> int:
+    from toolkit.bench import recipes
+    from toolkit.console import err, out
+
+    requested = bool(recipe_list)
+    if not recipe_list:
+        assignments = [a.partition(".")[2] for a in getattr(args, "overrides", []) if a.startswith("recipe.")]
+        recipe_list = [recipes.override(r, assignments) for r in recipes.shipped().values()]
+    profiles = _profiles(args.profile)
+    rows = plan_rows(recipe_list, profiles, getattr(args, "scale", None), getattr(args, "model", None))
+    from toolkit.bench.estimate import NOT_COUNTED
+
+    doc = {
+        "schema_version": PLAN_SCHEMA_VERSION,
+        "document": "toolkit bench --plan",
+        "scale": getattr(args, "scale", None) or "full",
+        "headroom_ratio": HEADROOM,
+        "not_counted": NOT_COUNTED,
+        "rows": rows,
+    }
+    text = json.dumps(doc, indent=2) + "\n"
+    scale = doc["scale"]
+    if args.json == "-":
+        sys.stdout.write(text)
+        render(rows, err, scale)
+    else:
+        if args.json:
+            from toolkit.atomic import write_text_atomic
+
+            try:
+                write_text_atomic(args.json, text)
+            except OSError as e:
+                raise UsageError(
+                    f"cannot write --json {args.json}: {e.strerror or e}",
+                    hint="give a writable file path, or - for stdout",
+                ) from None
+        render(rows, out, scale)
+    if requested and any(r["verdict"] == "no" for r in rows):
+        misses = ", ".join(f"{r['recipe']} on {r['profile']}" for r in rows if r["verdict"] == "no")
+        err.print(f"does not fit: {misses}", highlight=False)
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
