@@ -179,43 +179,13 @@ def test_kv_cache_estimate_matches_a_real_cache():
     assert est.part("weights").bytes == 2 * sum(p.numel() for p in model.parameters())
 
 
-# Real TRL + PEFT training through workloads/train.py on the CPU (the code `toolkit bench --recipe` runs),
-# sized so that the load's own memory (0.5-1 GB) dominates the process's. The record carries the
-# estimate (train.py calls the estimator) and the peak RSS over the RSS at the load's start, read by
-# toolkit.bench.memory as a run reads it. Two things are set up before the baseline, as a second load
-# in a run finds them: the training stack is imported (importing peft alone adds ~90 MB of RSS) and
-# the tokenizers library has built one tokenizer. And glibc's dynamic mmap threshold keeps freed tensor
-# memory in the heap, so RSS would read like CUDA's *reserved* memory (measured: 0.63-0.84 of it);
-# MALLOC_MMAP_THRESHOLD_ makes every block of 64 KiB or more its own mapping, returned when freed,
-# so RSS follows live tensors like max_memory_allocated, which is what the estimate counts.
-RUN_ONE_LOAD = """
-import json, sys
-import torch, datasets, transformers, peft, trl
-from trl import DPOTrainer, KTOTrainer, SFTTrainer
-from toolkit.bench import recipes
-from toolkit.bench.context import RunContext
-from toolkit.bench.memory import PeakMemory
-from toolkit.bench.record import WorkloadRecord
-from toolkit.bench.settings import load_settings, override
-from toolkit.bench.synthetic import build_tokenizer
-from toolkit.bench.workloads import train
-
-spec = json.loads(sys.argv[1])
-torch.set_num_threads(2)
-build_tokenizer(512)
-settings = load_settings()
-recipe = recipes.shipped()[spec["recipe"]]
-ctx = RunContext(
-    device="cpu", dtype="float32", scale=override(settings.scales["small"], spec["sets"]),
-    settings=settings, profile="cpu", gpu_class=None, recipes={recipe.name: recipe},
-)
-rec = WorkloadRecord("train:" + recipe.name)
-memory = PeakMemory("cpu")
-memory.reset()
-train.run(ctx, rec)
-rec.metrics.update(memory.read())
-print(json.dumps({"metrics": rec.metrics, "config": rec.config, "status": rec.status}))
-"""
+# Real TRL + PEFT training through `toolkit bench --recipe` on the CPU, sized so that the load's own
+# memory (0.5-1 GB) dominates the process's. The record carries the estimate (train.py calls the
+# estimator) and the peak RSS over the RSS at the load's start. The CLI imports the training stack
+# before the first load's baseline (importing peft alone adds ~90 MB of RSS) and sets glibc's mmap
+# threshold to 64 KiB: with the dynamic threshold glibc keeps freed tensor memory in the heap and RSS
+# reads like CUDA's *reserved* memory (measured: 0.63-0.84 of it); with it RSS follows live tensors like
+# max_memory_allocated, which is what the estimate counts.
 SIZE = ["train.model.hidden_size=512", "train.model.intermediate_size=1408", "train.model.vocab_size=8192"]
 MEASURED = {
     "sft-no-checkpointing": ("sft-smollm2-cpu", SIZE),
@@ -224,29 +194,28 @@ MEASURED = {
 
 
 @pytest.mark.parametrize("case", MEASURED, ids=str)
-def test_estimate_is_within_15_percent_of_the_measured_peak(case):
-    import os
-    import subprocess
-    import sys
-
-    from conftest import REPO
+def test_estimate_is_within_15_percent_of_the_measured_peak(case, tmp_path):
+    """Through the CLI, as a user runs it: the record's measured peak (RSS the load added) against its
+    estimate."""
+    from conftest import toolkit
 
     recipe, sets = MEASURED[case]
-    spec = {"recipe": recipe, "sets": [*sets, "train.warmup_steps=1", "train.measured_steps=1"]}
-    proc = subprocess.run(
-        [sys.executable, "-c", RUN_ONE_LOAD, json.dumps(spec)],
-        cwd=REPO,
-        env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "HF_HUB_OFFLINE": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
+    sets = [*sets, "train.warmup_steps=1", "train.measured_steps=1", "matmul.size=256"]
+    sets.append("memory_bandwidth.bytes=16777216")
+    out = tmp_path / "run.json"
+    proc = toolkit(
+        *("bench", "--scale", "small", "--threads", "2", "--recipe", recipe, "--json", str(out)),
+        *("--results-dir", str(tmp_path)),
+        *(a for s in sets for a in ("--set", s)),
+        timeout=600,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rec = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert rec["status"] != "error", rec
+    assert out.exists(), proc.stderr[-3000:]
+    rec = json.loads(out.read_text())["results"][-1]
+    assert rec["status"] != "error", rec.get("error")
     m = rec["metrics"]
     measured = m["peak_memory_bytes"] - m["baseline_memory_bytes"]
     estimate = m["memory_estimate_bytes"]
     assert measured > 400 * 2**20, "the load must dominate the process's own memory"
     parts = {p["name"]: p["bytes"] for p in rec["config"]["memory_estimate"]["parts"]}
     assert estimate == pytest.approx(measured, rel=0.15), (estimate, measured, parts)
+    assert m["memory_measured_over_estimate_ratio"] == pytest.approx(measured / estimate, abs=1e-3)
