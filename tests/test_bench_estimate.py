@@ -182,10 +182,11 @@ def test_kv_cache_estimate_matches_a_real_cache():
 # Real TRL + PEFT training through `toolkit bench --recipe` on the CPU, sized so that the load's own
 # memory (0.5-1 GB) dominates the process's. The record carries the estimate (train.py calls the
 # estimator) and the peak RSS over the RSS at the load's start. The CLI imports the training stack
-# before the first load's baseline (importing peft alone adds ~90 MB of RSS) and sets glibc's mmap
-# threshold to 64 KiB: with the dynamic threshold glibc keeps freed tensor memory in the heap and RSS
-# reads like CUDA's *reserved* memory (measured: 0.63-0.84 of it); with it RSS follows live tensors like
-# max_memory_allocated, which is what the estimate counts.
+# before the first load's baseline (importing peft alone adds ~90 MB of RSS). glibc's mmap threshold is
+# set to 64 KiB here (MALLOC_MMAP_THRESHOLD_): with the dynamic threshold glibc keeps freed tensor memory
+# in the heap and RSS reads like CUDA's *reserved* memory (measured: 0.63-0.84 of it); with it RSS follows
+# live tensors like max_memory_allocated, which is what the estimate counts. The CLI does not set it
+# itself: every large allocation becoming an mmap made decoding up to 50x slower (measured).
 SIZE = ["train.model.hidden_size=512", "train.model.intermediate_size=1408", "train.model.vocab_size=8192"]
 MEASURED = {
     "sft-no-checkpointing": ("sft-smollm2-cpu", SIZE),
@@ -207,6 +208,7 @@ def test_estimate_is_within_15_percent_of_the_measured_peak(case, tmp_path):
         *("bench", "--scale", "small", "--threads", "2", "--recipe", recipe, "--json", str(out)),
         *("--results-dir", str(tmp_path)),
         *(a for s in sets for a in ("--set", s)),
+        env={"MALLOC_MMAP_THRESHOLD_": "65536"},
         timeout=600,
     )
     assert out.exists(), proc.stderr[-3000:]

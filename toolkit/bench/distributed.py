@@ -538,17 +538,7 @@ def launch(
         _complete_failed(doc, states, codes, root, interrupted, n)
         report.save(doc, saved_path)
         follower.poll()
-    if args.json == "-":
-        sys.stdout.write(report.to_json(doc))
-        report.render(doc, err)
-    else:
-        if args.json:
-            report.save(doc, args.json)
-        report.render(doc, out)
-    err.print(
-        f"Saved {saved_path}" + (f" and {args.json}" if args.json and args.json != "-" else ""),
-        highlight=False,
-    )
+    report.publish(doc, saved_path, args.json, out, err)
     if failed and doc["verdict"] != "interrupted" and not debug:
         err.print(f"The ranks' logs are kept in {run_dir}", highlight=False)
     elif not debug:

@@ -66,4 +66,8 @@ class PeakMemory:
         what = (
             "during the load" if self.scope == "load" else "since the process started (VmHWM reset refused)"
         )
-        return f"peak_memory_bytes: peak RSS of the whole process {what}, interpreter and libraries included"
+        return (
+            f"peak_memory_bytes: peak RSS of the whole process {what}, interpreter and libraries included; "
+            "glibc keeps freed memory, so it can exceed live tensors by 20-40% (MALLOC_MMAP_THRESHOLD_=65536 "
+            "makes RSS follow live memory, at a cost in speed)"
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -243,3 +244,17 @@ def render(doc: dict, console) -> None:
         console.print(f"[yellow]Profile mismatch, run anyway: {profile['mismatch']}[/]")
     v = doc["verdict"]
     console.print(f"Verdict: [{STATUS_STYLE.get(v, '')}]{v}[/]")
+
+
+def publish(doc: dict, saved_path, json_target: str | None, out, err) -> None:
+    """The finished run: JSON on stdout with the table on stderr (`--json -`), or the table on stdout and
+    the JSON written to `json_target`; then where it was saved."""
+    if json_target == "-":
+        sys.stdout.write(to_json(doc))
+        render(doc, err)
+    else:
+        if json_target:
+            save(doc, json_target)
+        render(doc, out)
+    also = f" and {json_target}" if json_target and json_target != "-" else ""
+    err.print(f"Saved {saved_path}{also}", highlight=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -234,20 +233,6 @@ def _check_ml_stack(modules: tuple[str, ...] = ML_MODULES) -> None:
         )
 
 
-def _return_freed_memory() -> None:
-    """glibc keeps freed heap pages in the process: on the CPU the peak RSS a load reports then carries
-    the previous loads' garbage (20-37% above live memory, measured). Blocks from 64 KiB up are mapped
-    and unmapped on free, so RSS follows what is live (no measurable cost in a `small` run)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):  # not glibc: the report's memory note still says what RSS is
-        pass
-
-
 def _quiet_libraries() -> None:
     """Library progress bars and advice go nowhere near our stdout; --debug keeps them."""
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -340,8 +325,8 @@ def run(args: argparse.Namespace) -> int:
     if args.model and not recipe_list and "kto_lora" not in workloads:
         raise UsageError("--model replaces the weights of a training load", hint="add --recipe NAME")
     _check_writable(args)
-    args.qdrant_target = _vector_preflight(args, workloads, scale)
     _check_ml_stack(("torch",) if burn_in else ML_MODULES)
+    args.qdrant_target = _vector_preflight(args, workloads, scale)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
     # (a --gpus launcher runs no load itself: the ranks quiet their own libraries)
     if not getattr(args, "debug", False) and not burn_in and args.gpus is None:
@@ -363,8 +348,6 @@ def run(args: argparse.Namespace) -> int:
             mismatch = f"{profile} matched by NVML, but torch's cuda:0 is {torch_name}"
     if args.threads:
         torch.set_num_threads(args.threads)
-    if device == "cpu":
-        _return_freed_memory()
     if any(w == "kto_lora" or w.startswith("train:") for w in workloads) and not burn_in:
         import peft  # noqa: F401  (~90 MB of RSS: imported before the first load's peak is reset)
         import trl  # noqa: F401
@@ -545,17 +528,7 @@ def _run(
         doc["not_run"] = workloads[len(records) :]
     save()
 
-    if args.json == "-":
-        sys.stdout.write(report.to_json(doc))
-        report.render(doc, err)
-    else:
-        if args.json:
-            report.save(doc, args.json)
-        report.render(doc, out)
-    err.print(
-        f"Saved {saved_path}" + (f" and {args.json}" if args.json and args.json != "-" else ""),
-        highlight=False,
-    )
+    report.publish(doc, saved_path, args.json, out, err)
     if interrupted:
         err.print("Interrupted: the loads that finished are kept in the saved result.")
         return EXIT_INTERRUPTED
