@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
-from toolkit.bench.settings import ModelShape
+from toolkit.bench.settings import ModelShape, data_texts
 from toolkit.errors import UsageError
 
 SHAPE_KEYS = (
@@ -85,13 +84,8 @@ def _parse(text: str, origin: str) -> Architecture:
 
 @cache
 def shipped() -> dict[str, Architecture]:
-    folder = resources.files("toolkit").joinpath("data/architectures")
-    found = {}
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".json"):
-            arch = _parse(entry.read_text(encoding="utf-8"), entry.name)
-            found[arch.name] = arch
-    return found
+    archs = (_parse(text, name) for name, text in data_texts("architectures", ".json"))
+    return {a.name: a for a in archs}
 
 
 def get(name: str) -> Architecture:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
-from toolkit.bench.settings import ModelShape
+from toolkit.bench.settings import ModelShape, data_texts
 from toolkit.errors import UsageError
 
 STAGES = ("sft", "kto", "dpo")
@@ -327,13 +326,8 @@ def parse_yaml(text: str, origin: str, architecture: str | None = None) -> Recip
 
 @cache
 def shipped() -> dict[str, Recipe]:
-    folder = resources.files("toolkit").joinpath("data/recipes")
-    found = {}
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".yaml"):
-            recipe = parse_yaml(entry.read_text(encoding="utf-8"), entry.name)
-            found[recipe.name] = recipe
-    return found
+    found = (parse_yaml(text, name) for name, text in data_texts("recipes", ".yaml"))
+    return {r.name: r for r in found}
 
 
 def load(spec: str, architecture: str | None = None) -> Recipe:

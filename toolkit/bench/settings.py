@@ -192,6 +192,16 @@ def parse_settings(text: str) -> BenchSettings:
     return BenchSettings(scales=scales, floors=floors, warn_ratio=float(data["verdict"]["warn_ratio"]))
 
 
+def data_texts(folder: str, suffix: str) -> list[tuple[str, str]]:
+    """(file name, text) of the files shipped in `toolkit/data/<folder>` ending in `suffix`, by name."""
+    entries = resources.files("toolkit").joinpath(f"data/{folder}").iterdir()
+    return [
+        (e.name, e.read_text(encoding="utf-8"))
+        for e in sorted(entries, key=lambda e: e.name)
+        if e.name.endswith(suffix)
+    ]
+
+
 @cache
 def load_settings() -> BenchSettings:
     text = resources.files("toolkit").joinpath("data/bench.toml").read_text(encoding="utf-8")
