@@ -19,8 +19,9 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def result_filename(started_at: str, host: str, profile: str, pid: int | None = None) -> str:
-    """bench-<UTC time>-<host>-<profile>-<pid>.json: two runs in the same second never collide."""
+def result_filename(started_at: str, host: str, profile: str, pid: int | str | None = None) -> str:
+    """bench-<UTC time>-<host>-<profile>-<pid>.json: two runs in the same second never collide (a result
+    gathered by a fleet run carries the inventory name of its host in place of the pid)."""
     stamp = started_at.replace("-", "").replace(":", "")
     safe_host = re.sub(r"[^A-Za-z0-9.-]+", "_", host) or "host"
     return f"bench-{stamp}-{safe_host}-{profile}-{pid if pid is not None else os.getpid()}.json"
@@ -258,3 +259,45 @@ def publish(doc: dict, saved_path, json_target: str | None, out, err) -> None:
         render(doc, out)
     also = f" and {json_target}" if json_target and json_target != "-" else ""
     err.print(f"Saved {saved_path}{also}", highlight=False)
+
+
+CHANGE_STYLE = {"regression": "red", "improvement": "green", "unchanged": "dim"}
+
+
+def render_comparison(comparison: dict, console, moved_only: bool = False) -> None:
+    """`--compare`: every figure the two results share, before and after, marked by the threshold."""
+    from rich.table import Table
+
+    threshold = comparison["threshold_ratio"]
+    title = (
+        f"compared with {comparison['baseline_host']} · {comparison['baseline_profile']} · "
+        f"{comparison['baseline_started_at']} (threshold {threshold:.0%})"
+    )
+    table = Table(title=title, title_justify="left", padding=(0, 1), collapse_padding=True)
+    for col, just in (
+        ("load", "left"),
+        ("metric", "left"),
+        ("before", "right"),
+        ("now", "right"),
+        ("change", "right"),
+        ("", "left"),
+    ):
+        table.add_column(col, justify=just, no_wrap=True)
+    for c in comparison["changes"]:
+        if moved_only and c["verdict"] == "unchanged":
+            continue
+        style = CHANGE_STYLE[c["verdict"]]
+        table.add_row(
+            c["workload"],
+            label(c["metric"]),
+            format_metric(c["metric"], c["before"], unit=False),
+            format_metric(c["metric"], c["after"], unit=False),
+            f"{c['change_ratio']:+.1%}",
+            f"[{style}]{c['verdict']}[/]",
+        )
+    console.print(table)
+    console.print(
+        f"{comparison['regressions']} regression(s), {comparison['improvements']} improvement(s) beyond "
+        f"{threshold:.0%} of {len(comparison['changes'])} figure(s)",
+        highlight=False,
+    )

@@ -116,7 +116,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     # internal: a rank of a --gpus run, started by torchrun; DIR holds the run's hand-over files
     parser.add_argument("--distributed-run", metavar="DIR", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--compare",
+        metavar="last|PATH",
+        help="compare the figures with an earlier result: `last` (the newest stored run of this host and "
+        "profile in the results folder) or a result file; moves beyond --threshold are marked",
+    )
+    parser.add_argument(
+        "--threshold",
+        metavar="FRACTION",
+        help="with --compare: a move larger than this is a regression or an improvement (default 5%%)",
+    )
+    parser.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="with --compare: exit 1 when a figure regressed beyond the threshold",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and data (default 0)")
+    from toolkit.fleet.options import add_arguments as add_fleet_arguments
+
+    add_fleet_arguments(parser, default_timeout="4 h")
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -287,6 +306,10 @@ def run(args: argparse.Namespace) -> int:
         from toolkit.bench.listing import render_list
 
         return render_list()
+    if args.inventory:
+        from toolkit.fleet.commands import run_bench
+
+        return run_bench(args)
     recipe_list = _recipes(args)
     if args.model:
         from toolkit.bench.architectures import resolve_model
@@ -325,6 +348,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model and not recipe_list and "kto_lora" not in workloads:
         raise UsageError("--model replaces the weights of a training load", hint="add --recipe NAME")
     _check_writable(args)
+    args.baseline = _compare_preflight(args)
     _check_ml_stack(("torch",) if burn_in else ML_MODULES)
     args.qdrant_target = _vector_preflight(args, workloads, scale)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
@@ -526,13 +550,55 @@ def _run(
     doc["finished_at"] = report.utc_now()
     if len(records) < len(workloads):
         doc["not_run"] = workloads[len(records) :]
+    comparison = _comparison(args, doc, saved_path, err)
+    if comparison:
+        doc["comparison"] = comparison
     save()
 
     report.publish(doc, saved_path, args.json, out, err)
+    if comparison:
+        report.render_comparison(comparison, err if args.json == "-" else out)
     if interrupted:
         err.print("Interrupted: the loads that finished are kept in the saved result.")
         return EXIT_INTERRUPTED
-    return EXIT_CHECK_FAILED if doc["verdict"] in ("fail", "error") else EXIT_OK
+    if doc["verdict"] in ("fail", "error"):
+        return EXIT_CHECK_FAILED
+    if comparison and comparison["regressions"] and args.fail_on_regression:
+        return EXIT_CHECK_FAILED
+    return EXIT_OK
+
+
+def _compare_preflight(args):
+    """--compare PATH is read before any load runs; `last` is looked up after the run (None here)."""
+    from toolkit.history import load_baseline, parse_threshold
+
+    if not args.compare:
+        if args.threshold or args.fail_on_regression:
+            raise UsageError(
+                "--threshold and --fail-on-regression go with --compare", hint="add --compare last"
+            )
+        return None
+    parse_threshold(args.threshold)
+    if args.gpus is not None:
+        raise UsageError("--compare does not go with --gpus yet", hint="compare a single-process run")
+    return None if args.compare == "last" else load_baseline(args.compare)
+
+
+def _comparison(args, doc: dict, saved_path, err) -> dict | None:
+    from toolkit import history
+
+    if not args.compare:
+        return None
+    baseline = args.baseline or history.previous(saved_path.parent, doc, exclude=saved_path)
+    if baseline is None:
+        err.print(
+            f"--compare last: no earlier result of {doc['host']} ({doc['profile']['name']}) in "
+            f"{saved_path.parent}: nothing to compare with yet",
+            highlight=False,
+        )
+        return None
+    threshold = history.parse_threshold(args.threshold)
+    return history.comparison_doc(baseline, history.compare(baseline.doc, doc, threshold), threshold)
 
 
 def _burn_in(args, recipe_list) -> float | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from toolkit.errors import EXIT_UNKNOWN
+from toolkit.errors import EXIT_UNKNOWN, HealthError
 
 COLLECTORS = ("gpu", "bmc", "docker", "system", "qdrant")
 
@@ -55,6 +55,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="summarise the stored reports (worst status per check) instead of collecting",
     )
     p.add_argument("--since-days", type=float, metavar="DAYS", help="with --history: only recent reports")
+    p.add_argument(
+        "--results-dir",
+        metavar="DIR",
+        help="with -i: folder for the gathered reports (default: $TOOLKIT_RESULTS_DIR or ./results)",
+    )
+    from toolkit.fleet.options import add_arguments as add_fleet_arguments
+
+    add_fleet_arguments(p, default_timeout="120 s")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +76,14 @@ def run(args: argparse.Namespace) -> int:
     from toolkit.health import config, prom, secrets, store
     from toolkit.health.run import Options, collect
 
+    if args.inventory:
+        from toolkit.fleet.commands import run_health
+
+        return run_health(args)
+    if args.results_dir:
+        raise HealthError(
+            "--results-dir is for fleet runs (-i INVENTORY)", hint="use --save-dir for this node's reports"
+        )
     cfg = config.load(args.config)
     save_dir = args.save_dir or cfg.get("report_dir")
     if args.history:

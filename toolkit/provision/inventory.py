@@ -21,6 +21,35 @@ class Inventory:
     hosts: list[str]
     groups: dict[str, list[str]]  # group -> hosts, 'all' and 'ungrouped' left out
     _manager: object
+    _loader: object = None
+
+    def variables(self, hosts: list[str], names: tuple[str, ...]) -> dict[str, dict]:
+        """The named variables of each host as a play would see them: host and group variables (group_vars/
+        and host_vars/ beside the inventory included) with their templates rendered, lookups too.
+        Only the named ones are rendered: a vaulted secret the caller does not ask for stays closed."""
+        from ansible.plugins.loader import init_plugin_loader
+        from ansible.template import Templar
+        from ansible.vars.manager import VariableManager
+
+        init_plugin_loader()
+        manager = VariableManager(loader=self._loader, inventory=self._manager)
+        out: dict[str, dict] = {}
+        for host in hosts:
+            found = manager.get_vars(host=self._manager.get_host(host), include_hostvars=False)
+            templar = Templar(loader=self._loader, variables=found)
+            out[host] = {}
+            for name in names:
+                if name not in found:
+                    continue
+                try:
+                    out[host][name] = _plain(templar.template(found[name]))
+                except Exception as err:  # Ansible's template errors have many types
+                    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+                    raise UsageError(
+                        f"inventory variable {name} of {host} cannot be rendered: {first}",
+                        hint="check the variable in the inventory, group_vars/ or host_vars/",
+                    ) from None
+        return out
 
     def resolve(self, target: str, limit: str | None = None) -> list[str]:
         """Hosts a TARGET (host, group, `all` or an Ansible pattern) and --limit select."""
@@ -90,4 +119,21 @@ def load_inventory(path: str | os.PathLike, vault_password_file: str | None = No
         for name, group in manager.groups.items()
         if name not in ("all", "ungrouped")
     }
-    return Inventory(path=path, hosts=sorted(manager.hosts), groups=groups, _manager=manager)
+    return Inventory(path=path, hosts=sorted(manager.hosts), groups=groups, _manager=manager, _loader=loader)
+
+
+def _plain(value):
+    """Ansible 2.19 tags values with their origin: hand out plain str/int/bool/list/dict."""
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,171 @@
+"""One fleet run's result: each host's end (state, exit code, message, toolkit version) and its own JSON
+document, gathered into one document saved as `fleet-<command>-<time>.json` in the results folder; each
+host's document is also stored on its own there (the history `toolkit report` and `--compare` read)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from toolkit import __version__
+from toolkit.atomic import write_text_atomic
+from toolkit.fleet.runner import HostRun
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class HostResult:
+    """What a host's run means for the fleet: `state` names it, `exit_code` ranks it."""
+
+    name: str
+    where: str
+    state: str
+    exit_code: int
+    duration_seconds: float | None
+    toolkit_version: str | None
+    message: str = ""
+    doc: dict | None = None
+    saved: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "address": self.where,
+            "state": self.state,
+            "exit_code": self.exit_code,
+            "duration_seconds": round(self.duration_seconds, 3)
+            if self.duration_seconds is not None
+            else None,
+            "toolkit_version": self.toolkit_version,
+            "version_mismatch": bool(self.toolkit_version) and self.toolkit_version != __version__,
+            "message": self.message,
+            "saved": self.saved,
+            **self.extra,
+            "result": self.doc,
+        }
+
+
+def parse_doc(stdout: str) -> dict | None:
+    """The node's JSON document (stdout holds nothing else with `--json`)."""
+    text = stdout.strip()
+    if not text.startswith("{"):
+        return None
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def error_line(stderr: str) -> str:
+    """The node toolkit's own one-line error (and hint), or the last line it printed."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and not ln.startswith("toolkit-fleet:")]
+    for i, line in enumerate(lines):
+        if line.startswith("toolkit: error:"):
+            text = line.removeprefix("toolkit: error:").strip()
+            if i + 1 < len(lines) and lines[i + 1].startswith("hint:"):
+                text += f" ({lines[i + 1]})"
+            return text
+    return lines[-1] if lines else ""
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text) or "host"
+
+
+def fleet_doc(
+    command: str,
+    started_at: str,
+    finished_at: str,
+    options: dict,
+    hosts: list[HostResult],
+    exit_code: int,
+    interrupted: bool,
+) -> dict:
+    states: dict[str, int] = {}
+    for h in hosts:
+        states[h.state] = states.get(h.state, 0) + 1
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "fleet",
+        "command": command,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "controller": {"host": socket.gethostname(), "toolkit_version": __version__},
+        **options,
+        "interrupted": interrupted,
+        "summary": {"hosts": len(hosts), "states": states},
+        "version_mismatches": [h.name for h in hosts if h.as_dict()["version_mismatch"]],
+        "exit_code": exit_code,
+        "hosts": [h.as_dict() for h in hosts],
+    }
+
+
+def save(doc: dict, folder: Path) -> Path:
+    stamp = doc["started_at"].replace("-", "").replace(":", "")
+    return write_text_atomic(
+        folder / f"fleet-{doc['command']}-{stamp}.json", json.dumps(doc, indent=1) + "\n"
+    )
+
+
+def render(doc: dict, console, columns: list[tuple[str, callable]]) -> None:
+    """The fleet table: a row per host, then the version mismatches and where things were saved."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(
+        title=f"toolkit {doc['command']} · {len(doc['hosts'])} hosts · exit {doc['exit_code']}",
+        title_justify="left",
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+    for col in ("host", "state", "exit", "time", "toolkit", *(c for c, _ in columns), "detail"):
+        table.add_column(col, no_wrap=col != "detail", overflow="fold")
+    for h in doc["hosts"]:
+        style = STATE_STYLE.get(h["state"], "")
+        version = h["toolkit_version"] or "-"
+        if h["version_mismatch"]:
+            version = f"[yellow]{escape(version)} ≠ {__version__}[/]"
+        table.add_row(
+            escape(h["name"]),
+            f"[{style}]{h['state']}[/]",
+            str(h["exit_code"]),
+            f"{h['duration_seconds']:.1f} s" if h["duration_seconds"] is not None else "-",
+            version,
+            *(escape(fn(h)) for _, fn in columns),
+            escape(h["message"]),
+        )
+    console.print(table)
+    if doc["version_mismatches"]:
+        console.print(
+            f"[yellow]toolkit version differs from the controller's ({__version__}) on: "
+            f"{', '.join(doc['version_mismatches'])}[/] — re-run the health_report role to update the nodes",
+            highlight=False,
+        )
+
+
+STATE_STYLE = {
+    "ok": "green",
+    "pass": "green",
+    "warning": "yellow",
+    "warn": "yellow",
+    "failed": "red",
+    "critical": "red",
+    "error": "red bold",
+    "unknown": "magenta",
+    "unreachable": "red bold",
+    "timeout": "red bold",
+    "interrupted": "yellow bold",
+    "not_started": "dim",
+}
+
+
+def version_of(run: HostRun) -> str | None:
+    from toolkit.fleet.transport import remote_version
+
+    return remote_version(run.outcome.stderr) if run.outcome else None

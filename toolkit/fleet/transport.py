@@ -1,0 +1,212 @@
+"""Run one command on one host: over SSH with fabric (paramiko), or on the controller itself for
+`ansible_connection: local`. Both stream stderr line by line (the live display), keep stdout (the JSON
+document) and honour a per-host deadline and a cancel event.
+
+Stopping a remote run cleanly: the command runs under a small sh wrapper that keeps the channel's stdin
+open; when the controller closes it (Ctrl-C, deadline) or the connection drops, the wrapper sends SIGTERM
+to the toolkit, which saves what it finished (bench keeps the finished loads) and exits. A bare
+disconnect would leave a bench running on the node for hours.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from toolkit.fleet.targets import Target
+
+GRACE_SECONDS = 20.0  # after a stop: time the node's toolkit gets to save and print its partial result
+VERSION_PREFIX = "toolkit-fleet: version "
+MISSING_PREFIX = "toolkit-fleet: no toolkit at "
+EXIT_NO_TOOLKIT = 127
+
+
+@dataclass
+class Outcome:
+    state: str  # finished | unreachable | timeout | interrupted
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    message: str = ""
+
+
+def wrapper(toolkit: str, argv: list[str], prelude: str = "") -> str:
+    """The sh script run on the node: version first, then the command with a stdin watchdog."""
+    tk = shlex.quote(toolkit)
+    args = " ".join(shlex.quote(a) for a in argv)
+    return (
+        "exec 3<&0\n"
+        f"tk={tk}\n"
+        f'v=$("$tk" --version 2>/dev/null) || {{ echo "{MISSING_PREFIX}$tk" >&2; exit {EXIT_NO_TOOLKIT}; }}\n'
+        f'echo "{VERSION_PREFIX}$v" >&2\n'
+        f"{prelude}"
+        f'"$tk" {args} "$@" </dev/null &\n'
+        "pid=$!\n"
+        # background lists get /dev/null as stdin and ignore SIGINT: read fd 3, send TERM
+        '( head -c1 <&3 >/dev/null 2>&1; kill -TERM "$pid" 2>/dev/null ) >/dev/null 2>&1 &\n'
+        "w=$!\n"
+        'wait "$pid"; rc=$?\n'
+        'kill "$w" 2>/dev/null\n'
+        'exit "$rc"\n'
+    )
+
+
+class _Lines:
+    """Collects a stream; calls `on_line` with each complete, non-empty stderr line."""
+
+    def __init__(self, on_line: Callable[[str], None] | None):
+        self.parts: list[str] = []
+        self.pending = ""
+        self.on_line = on_line
+
+    def feed(self, text: str) -> None:
+        self.parts.append(text)
+        if self.on_line is None:
+            return
+        self.pending += text.replace("\r", "\n")
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line.strip():
+                self.on_line(line.strip())
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def run(
+    target: Target,
+    script: str,
+    timeout: float | None,
+    connect_timeout: float,
+    cancel: threading.Event,
+    on_line: Callable[[str], None] | None = None,
+) -> Outcome:
+    if target.local:
+        return _run_local(script, timeout, cancel, on_line)
+    return _run_ssh(target, script, timeout, connect_timeout, cancel, on_line)
+
+
+def _stop_reason(deadline: float | None, cancel: threading.Event) -> str | None:
+    if cancel.is_set():
+        return "interrupted"
+    if deadline is not None and time.monotonic() > deadline:
+        return "timeout"
+    return None
+
+
+def _run_ssh(target, script, timeout, connect_timeout, cancel, on_line) -> Outcome:
+    from fabric import Connection
+    from paramiko.ssh_exception import AuthenticationException, NoValidConnectionsError, SSHException
+
+    kwargs = {"banner_timeout": connect_timeout, "auth_timeout": connect_timeout}
+    if target.key_file:
+        kwargs["key_filename"] = target.key_file
+    conn = Connection(
+        target.address,
+        user=target.user,
+        port=target.port,
+        connect_timeout=connect_timeout,
+        connect_kwargs=kwargs,
+    )
+    try:
+        conn.open()
+    except AuthenticationException:
+        return Outcome("unreachable", None, "", "", f"SSH login as {conn.user} refused (key not accepted)")
+    except NoValidConnectionsError as err:
+        reason = "; ".join(sorted({e.strerror or str(e) for e in err.errors.values()})) or str(err)
+        return Outcome("unreachable", None, "", "", f"cannot connect to {target.where}: {reason}")
+    except TimeoutError:
+        return Outcome("unreachable", None, "", "", f"no answer from {target.where} in {connect_timeout:g} s")
+    except (OSError, SSHException, EOFError) as err:
+        return Outcome(
+            "unreachable", None, "", "", f"SSH to {target.where} failed: {err or type(err).__name__}"
+        )
+    out, errs = _Lines(None), _Lines(on_line)
+    deadline = time.monotonic() + timeout if timeout else None
+    stopped, stop_at = None, None
+    try:
+        chan = conn.create_session()
+        chan.exec_command(f"sh -c {shlex.quote(script)} toolkit-fleet")
+        while True:
+            busy = False
+            if chan.recv_ready():
+                out.feed(chan.recv(65536).decode("utf-8", "replace"))
+                busy = True
+            if chan.recv_stderr_ready():
+                errs.feed(chan.recv_stderr(65536).decode("utf-8", "replace"))
+                busy = True
+            if busy:
+                continue
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            if chan.closed:
+                break
+            reason = stopped or _stop_reason(deadline, cancel)
+            if reason and stopped is None:
+                stopped, stop_at = reason, time.monotonic()
+                chan.shutdown_write()  # EOF on the wrapper's fd 3: the toolkit gets SIGTERM
+            if stopped and time.monotonic() - stop_at > GRACE_SECONDS:
+                break
+            time.sleep(0.05)
+        code = chan.recv_exit_status() if chan.exit_status_ready() else None
+    except (OSError, SSHException, EOFError) as err:
+        return Outcome(
+            "unreachable", None, out.text(), errs.text(), f"connection to {target.where} lost: {err}"
+        )
+    finally:
+        conn.close()
+    return _outcome(stopped, code, out.text(), errs.text(), timeout)
+
+
+def _run_local(script, timeout, cancel, on_line) -> Outcome:
+    proc = subprocess.Popen(
+        ["sh", "-c", script, "toolkit-fleet"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # the user's Ctrl-C reaches the controller, which stops this cleanly
+    )
+    out, errs = _Lines(None), _Lines(on_line)
+
+    def pump(stream, sink) -> None:
+        for chunk in iter(lambda: stream.read1(65536), b""):
+            sink.feed(chunk.decode("utf-8", "replace"))
+
+    readers = [
+        threading.Thread(target=pump, args=(proc.stdout, out), daemon=True),
+        threading.Thread(target=pump, args=(proc.stderr, errs), daemon=True),
+    ]
+    for t in readers:
+        t.start()
+    deadline = time.monotonic() + timeout if timeout else None
+    stopped, stop_at = None, None
+    while proc.poll() is None:
+        reason = stopped or _stop_reason(deadline, cancel)
+        if reason and stopped is None:
+            stopped, stop_at = reason, time.monotonic()
+            proc.stdin.close()
+        if stopped and time.monotonic() - stop_at > GRACE_SECONDS:
+            proc.kill()
+        time.sleep(0.05)
+    for t in readers:
+        t.join(timeout=5)
+    return _outcome(stopped, proc.returncode, out.text(), errs.text(), timeout)
+
+
+def _outcome(stopped: str | None, code: int | None, stdout: str, stderr: str, timeout) -> Outcome:
+    if stopped == "timeout":
+        return Outcome("timeout", code, stdout, stderr, f"stopped after the host timeout of {timeout:g} s")
+    if stopped == "interrupted":
+        return Outcome("interrupted", code, stdout, stderr, "interrupted")
+    return Outcome("finished", code, stdout, stderr)
+
+
+def remote_version(stderr: str) -> str | None:
+    for line in stderr.splitlines():
+        if line.startswith(VERSION_PREFIX):
+            return line[len(VERSION_PREFIX) :].strip().removeprefix("toolkit ").strip()
+    return None
