@@ -13,15 +13,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="ml,provision,vectors"
+extras="ml,provision,vectors,fleet,report"
 test_packages=""
 case "${1:-}" in
   --test)
-    extras="ml,provision,vectors,test"
+    extras="ml,provision,vectors,fleet,report,test"
     # the provisioning tests boot Debian test hosts with systemd-nspawn and build signed apt repositories;
     # the health tests talk to a simulated BMC (OpenIPMI's ipmi_sim) with pyghmi and ipmitool
     test_packages="debootstrap systemd-container socat iproute2 openssh-client zstd apt-utils gnupg dpkg-dev"
     test_packages="$test_packages openipmi ipmitool"
+    # `toolkit report` is checked by rendering it in headless Chromium and reading the picture back
+    test_packages="$test_packages chromium tesseract-ocr"
     ;;
   "") ;;
   *) echo "usage: $0 [--test]" >&2; exit 2 ;;

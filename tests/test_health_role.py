@@ -10,9 +10,6 @@ The BMC is `ipmi://ADMIN@127.0.0.1:9` inside the host, where nothing answers: th
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,7 +18,8 @@ import pytest
 from toolkit import __version__ as TOOLKIT_VERSION
 
 import testhosts
-from conftest import REPO, toolkit
+from conftest import toolkit
+from testhosts import build_wheelhouse
 
 MISSING = testhosts.requirements_missing()
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
@@ -32,34 +30,6 @@ REPORTS = "/var/lib/toolkit/health"
 CONFIG = "/etc/toolkit/health.yml"
 TOOLKIT = "/opt/toolkit/venv/bin/toolkit"
 TIMINGS: dict[str, float] = {}
-
-
-def build_wheelhouse(folder: Path) -> Path:
-    """The toolkit's wheel and its dependencies, as a user builds them for nodes without an index.
-    Built from a copy of the sources so that no build/ or egg-info lands in the checkout."""
-    src = folder / "src"
-    shutil.copytree(REPO / "toolkit", src / "toolkit", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(REPO / name, src / name)
-    wheels = folder / "wheels"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--disable-pip-version-check",
-            str(src),
-            "-w",
-            str(wheels),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    return wheels
 
 
 def provision(state: Path, inventory: Path, *args: str, roles: str = "health_report"):

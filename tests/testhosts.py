@@ -107,6 +107,26 @@ def build_image() -> Path:
     return IMAGE
 
 
+def build_wheelhouse(folder: Path, extras: str = "") -> Path:
+    """The toolkit's wheel and its dependencies (with `extras`, e.g. "vectors"), as a user builds them for
+    nodes without a package index. Built from a copy of the sources so that no build/ or egg-info lands
+    in the checkout."""
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    src = folder / "src"
+    shutil.copytree(repo / "toolkit", src / "toolkit", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, src / name)
+    wheels = folder / "wheels"
+    spec = f"{src}[{extras}]" if extras else str(src)
+    run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", spec, "-w", str(wheels)],
+        timeout=600,
+    )
+    return wheels
+
+
 @dataclass
 class Host:
     n: int

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gpus": ("gpus", "list the GPU catalog (classes, peaks, memory, device names)"),
     "provision": ("provision", "install and configure the GPU stack on hosts with Ansible roles"),
     "health": ("health", "report GPU, BMC, Docker and system health (Nagios exit codes, JSON, Prometheus)"),
+    "report": ("report", "write one self-contained HTML report (plots, tables) from the stored results"),
 }
 
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="toolkit",
         description="Provision, benchmark and health-check self-hosted GPU nodes for LLM work.",
         epilog="Exit codes: 0 ok, 1 a check failed (bench), 2 usage or environment error, "
-        "3 a host failed or was unreachable (provision), 130 interrupted; "
+        "3 a host failed or was unreachable (provision, fleet runs), 130 interrupted; "
         "`toolkit health` uses the Nagios codes 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
     )
     parser.add_argument("--version", action="version", version=f"toolkit {__version__}")

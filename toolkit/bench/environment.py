@@ -47,8 +47,9 @@ def _memory_total() -> int | None:
 
 
 def collect(device: str, detection) -> dict:
-    import torch
+    import sys
 
+    torch = sys.modules.get("torch")  # imported by then when a load needs it; a vectors-only run may not
     env = {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
@@ -56,7 +57,7 @@ def collect(device: str, detection) -> dict:
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "memory_total_bytes": _memory_total(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads() if torch else None,
         "device": device,
         "accelerator": detection.as_dict(),
         "libraries": {lib: _version(lib) for lib in LIBRARIES},

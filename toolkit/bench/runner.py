@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -31,9 +32,9 @@ OOM_MARKERS = (
 
 def classify(exc: BaseException) -> tuple[str, str]:
     """(status, kind) of a load's exception: out-of-memory fails the check, anything else is an error."""
-    import torch
+    torch = sys.modules.get("torch")
 
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+    if isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, torch.OutOfMemoryError)):
         return "fail", "out_of_memory"
     if isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in OOM_MARKERS):
         return "fail", "out_of_memory"
@@ -74,7 +75,7 @@ def run_loads(
     on_done: Callable[[WorkloadRecord], None],
 ) -> tuple[list[WorkloadRecord], bool]:
     """Run `workloads` in order; returns the records and whether the run was interrupted."""
-    import torch
+    torch = sys.modules.get("torch")  # not imported for a run of torch-free loads (vectors)
 
     records: list[WorkloadRecord] = []
     for name in workloads:
@@ -88,7 +89,8 @@ def run_loads(
             memory.reset()
             # `train:NAME` runs the recipe NAME through the train load
             module = importlib.import_module(f"toolkit.bench.workloads.{name.partition(':')[0]}")
-            torch.manual_seed(ctx.seed)
+            if torch is not None:
+                torch.manual_seed(ctx.seed)
             module.run(ctx, rec)
         except KeyboardInterrupt:
             rec.fail("error", "interrupted", f"interrupted by the user{_reached(rec)}")

@@ -15,6 +15,7 @@ from pathlib import Path
 from toolkit.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, MissingDependency, UsageError
 
 ML_MODULES = ("torch", "transformers", "trl", "peft", "datasets", "accelerate")
+TORCH_FREE_WORKLOADS = ("vectors",)
 INSTALL_HINT = (
     "pip install torch==2.13.0 && pip install 'llm-node-toolkit[ml]'  (torch first, pinned: "
     "an unpinned torch pulls a multi-GB CUDA build)"
@@ -349,9 +350,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--model replaces the weights of a training load", hint="add --recipe NAME")
     _check_writable(args)
     args.baseline = _compare_preflight(args)
-    _check_ml_stack(("torch",) if burn_in else ML_MODULES)
+    # the vectors load alone needs no torch: a CPU node that serves Qdrant benches it without the ML stack
+    needs_torch = use_gpu or distributed or any(w not in TORCH_FREE_WORKLOADS for w in workloads)
+    if needs_torch:
+        _check_ml_stack(("torch",) if burn_in else ML_MODULES)
     args.qdrant_target = _vector_preflight(args, workloads, scale)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, ever
+    if not needs_torch:
+        return _run(args, settings, scale, profile, gpu_class, found, mismatch, workloads, "cpu", recipe_list)
     # (a --gpus launcher runs no load itself: the ranks quiet their own libraries)
     if not getattr(args, "debug", False) and not burn_in and args.gpus is None:
         _quiet_libraries()

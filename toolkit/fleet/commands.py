@@ -129,6 +129,7 @@ def _bench_host(run: runner.HostRun) -> fleet_result.HostResult:
         name=run.target.name,
         where=run.target.where,
         duration_seconds=run.elapsed,
+        started_at=run.started_at,
         toolkit_version=fleet_result.version_of(run),
         doc=doc,
     )
@@ -275,6 +276,7 @@ def _health_host(run: runner.HostRun) -> fleet_result.HostResult:
         name=run.target.name,
         where=run.target.where,
         duration_seconds=run.elapsed,
+        started_at=run.started_at,
         toolkit_version=fleet_result.version_of(run),
         doc=doc if doc and "checks" in doc else None,
     )

@@ -27,6 +27,7 @@ class HostResult:
     exit_code: int
     duration_seconds: float | None
     toolkit_version: str | None
+    started_at: str | None = None
     message: str = ""
     doc: dict | None = None
     saved: str | None = None
@@ -38,6 +39,7 @@ class HostResult:
             "address": self.where,
             "state": self.state,
             "exit_code": self.exit_code,
+            "started_at": self.started_at,
             "duration_seconds": round(self.duration_seconds, 3)
             if self.duration_seconds is not None
             else None,

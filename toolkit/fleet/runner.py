@@ -24,6 +24,7 @@ class HostRun:
     state: str = "queued"  # queued | running | done | not_started
     started: float | None = None
     finished: float | None = None
+    started_at: str | None = None  # UTC, for the record
     last_line: str = ""
     outcome: transport.Outcome | None = None
 
@@ -104,6 +105,7 @@ def run_all(
             r.state = "not_started"
             return r
         r.state, r.started = "running", time.monotonic()
+        r.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
         def line(text: str) -> None:
             if not text.startswith(transport.VERSION_PREFIX):

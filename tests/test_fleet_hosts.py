@@ -1,0 +1,184 @@
+"""Fleet runs against three real test hosts (Debian booted with systemd-nspawn, each in its own network
+namespace, over SSH): the toolkit installed on each by the `health_report` role (with the `vectors`
+extra, from a wheelhouse built here), then `toolkit health -i` and `toolkit bench -i` across all three in
+parallel. In the bench run one host is powered off while its bench runs: it is reported unreachable,
+the other two complete, and the gathered JSON holds all three.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from toolkit import __version__ as TOOLKIT_VERSION
+
+import testhosts
+from conftest import REPO, toolkit
+
+MISSING = testhosts.requirements_missing()
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+
+HOSTS = (51, 52, 53)  # subnets and namespaces no other test uses
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    base = tmp_path_factory.mktemp("fleet")
+    start = time.monotonic()
+    wheels = testhosts.build_wheelhouse(base / "wheelhouse", extras="vectors")
+    TIMINGS["wheelhouse_s"] = round(time.monotonic() - start, 1)
+    testhosts.build_image()
+    lab = testhosts.Lab(base / "lab")
+    try:
+        start = time.monotonic()
+        threads = [threading.Thread(target=lab.start_host, args=(n,)) for n in HOSTS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        hosts = [lab.hosts[n] for n in HOSTS if n in lab.hosts]
+        assert len(hosts) == len(HOSTS), "a test host did not boot"
+        TIMINGS["boot_s"] = round(time.monotonic() - start, 1)
+        inventory = lab.inventory(
+            hosts,
+            {
+                "health_report_wheelhouse": str(wheels),
+                "health_report_extras": ["vectors"],
+                "health_report_on_boot": "1h",
+                "health_report_interval": "1h",
+                "health_report_ipmi_detect": False,
+            },
+            path=lab.dir / "inv-fleet.yml",
+        )
+        start = time.monotonic()
+        proc = toolkit(
+            "provision",
+            "all",
+            "--roles",
+            "health_report",
+            "-i",
+            str(inventory),
+            env={"TOOLKIT_STATE_DIR": str(base / "state")},
+            timeout=1200,
+        )
+        TIMINGS["install_s"] = round(time.monotonic() - start, 1)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        yield lab, hosts, inventory, base
+    finally:
+        lab.close()
+        print("\nfleet timings (s):", json.dumps(TIMINGS))
+
+
+def test_health_across_the_fleet_gathers_every_host(fleet):
+    lab, hosts, inventory, base = fleet
+    results = base / "results-health"
+    start = time.monotonic()
+    proc = toolkit(
+        "health",
+        "-i",
+        str(inventory),
+        "--limit",
+        "gpu_nodes",
+        "--results-dir",
+        str(results),
+        "--json",
+        "--skip",
+        "docker",
+    )
+    TIMINGS["health_sweep_s"] = round(time.monotonic() - start, 1)
+    doc = json.loads(proc.stdout)
+    assert doc["kind"] == "fleet" and doc["command"] == "health"
+    assert [h["name"] for h in doc["hosts"]] == [h.name for h in hosts]
+    for h in doc["hosts"]:
+        assert h["state"] in ("ok", "warning", "critical", "unknown"), h
+        assert h["toolkit_version"] == TOOLKIT_VERSION and not h["version_mismatch"]
+        report = h["result"]
+        # each node's own report: its hostname, and the role's settings file was used (the BMC it names
+        # is unset, so there is no bmc check) with the system collector's checks
+        assert report["host"] == h["name"]
+        assert any(c["name"].startswith("system.") for c in report["checks"])
+        assert Path(h["saved"]).exists()
+    worst = max((h["exit_code"] for h in doc["hosts"]), key=lambda c: {0: 0, 3: 1, 1: 2, 2: 3}[c])
+    assert proc.returncode == doc["exit_code"] == worst
+    assert (
+        sorted(p.name for p in results.glob("health-*.json"))
+        and len(list(results.glob("fleet-health-*"))) == 1
+    )
+
+
+def test_bench_across_the_fleet_with_a_host_lost_midway(fleet):
+    lab, hosts, inventory, base = fleet
+    results = base / "results-bench"
+    victim = hosts[-1]
+    started_file = victim.root / "var/lib/toolkit/results"
+    cmd = [
+        sys.executable,
+        "-m",
+        "toolkit",
+        "bench",
+        "-i",
+        str(inventory),
+        "--limit",
+        "gpu_nodes",
+        "--results-dir",
+        str(results),
+        "--json",
+        "-",
+        "--workloads",
+        "vectors",
+        "--scale",
+        "tiny",
+        "--set",
+        "vectors.points=20000",
+        "--set",
+        "vectors.queries=400",
+        "--forks",
+        "3",
+    ]
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    # the victim's bench has started once its result file exists on its disk (saved before the first load)
+    deadline = time.monotonic() + 120
+    while not list(started_file.glob("bench-*.json")):
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "the bench never started on the victim"
+        time.sleep(0.05)
+    lab.stop_host(victim.n)
+    stdout, stderr = proc.communicate(timeout=600)
+    TIMINGS["bench_sweep_s"] = round(time.monotonic() - start, 1)
+    doc = json.loads(stdout)
+    by_name = {h["name"]: h for h in doc["hosts"]}
+    assert list(by_name) == [h.name for h in hosts]  # all three, in inventory order
+    lost = by_name[victim.name]
+    assert lost["state"] == "unreachable" and lost["exit_code"] == 3, lost
+    assert "lost" in lost["message"]
+    for h in hosts[:-1]:
+        done = by_name[h.name]
+        assert done["state"] == "ok" and done["exit_code"] == 0, done
+        load = done["result"]["results"][0]
+        assert load["workload"] == "vectors" and load["metrics"]["recall_at_10"] >= 0.95
+        assert done["result"]["host"] == h.name
+        assert Path(done["saved"]).exists()
+        # and the node kept its own copy
+        assert list((h.root / "var/lib/toolkit/results").glob("bench-*.json"))
+    assert proc.returncode == doc["exit_code"] == 3
+    assert "unreachable" in stderr
+    saved = list(results.glob("fleet-bench-*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["hosts"][2]["state"] == "unreachable"

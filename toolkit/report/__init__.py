@@ -1,0 +1,1 @@
+"""`toolkit report`: stored results as one self-contained HTML file."""
