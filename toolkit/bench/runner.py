@@ -73,12 +73,15 @@ def run_loads(
     workloads: list[str],
     on_start: Callable[[str], None],
     on_done: Callable[[WorkloadRecord], None],
+    guard: Interrupts | None = None,
 ) -> tuple[list[WorkloadRecord], bool]:
     """Run `workloads` in order; returns the records and whether the run was interrupted."""
     torch = sys.modules.get("torch")  # not imported for a run of torch-free loads (vectors)
 
     records: list[WorkloadRecord] = []
     for name in workloads:
+        if guard is not None and guard.pending:
+            return records, True
         rec = WorkloadRecord(name)
         records.append(rec)
         memory = PeakMemory("cuda" if ctx.device != "cpu" else "cpu")
@@ -86,6 +89,8 @@ def run_loads(
         t0 = time.perf_counter()
         interrupted = False
         try:
+            if guard is not None:
+                guard.enter()
             memory.reset()
             # `train:NAME` runs the recipe NAME through the train load
             module = importlib.import_module(f"toolkit.bench.workloads.{name.partition(':')[0]}")
@@ -105,6 +110,8 @@ def run_loads(
                 traceback.format_exc(limit=8),
             )
         finally:
+            if guard is not None:
+                guard.inside = False
             rec.duration_seconds = round(time.perf_counter() - t0, 3)
             try:
                 rec.metrics.update(memory.read())
@@ -124,9 +131,29 @@ def run_loads(
                     on_done(rec)
                     return records, False
         on_done(rec)
-        if interrupted:
+        if interrupted or (guard is not None and guard.pending):
             return records, True
     return records, False
+
+
+class Interrupts:
+    """Ctrl-C and SIGTERM interrupt a load at once, but between loads (saving a finished one, starting
+    the next) they are held until the boundary: a stop that lands while a result is being saved must not
+    lose it (a fleet run stops its nodes with SIGTERM the moment the user presses Ctrl-C)."""
+
+    def __init__(self) -> None:
+        self.inside = False
+        self.pending = False
+
+    def enter(self) -> None:
+        self.inside = True
+        if self.pending:
+            raise KeyboardInterrupt
+
+    def handler(self, signum, frame) -> None:
+        self.pending = True
+        if self.inside:
+            raise KeyboardInterrupt
 
 
 def verdict(records: list[WorkloadRecord], interrupted: bool) -> str:

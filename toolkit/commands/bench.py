@@ -409,7 +409,7 @@ def _run(
 
     from toolkit.bench import environment, report
     from toolkit.bench.context import Peaks, RunContext
-    from toolkit.bench.runner import run_loads, verdict
+    from toolkit.bench.runner import Interrupts, run_loads, verdict
     from toolkit.console import err, out
     from toolkit.units import si
 
@@ -538,16 +538,22 @@ def _run(
                 highlight=False,
             )
     # a rank tells torchrun's SIGTERM (another rank failed) from the user's Ctrl-C
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt if rank is None else rank.on_sigterm)
+    guard = Interrupts() if rank is None and workloads != ["burn_in"] else None
+    previous = signal.signal(
+        signal.SIGTERM, rank.on_sigterm if rank else guard.handler if guard else _raise_interrupt
+    )
+    previous_int = signal.signal(signal.SIGINT, guard.handler) if guard else None
     try:
         save()
         with progress:
             if workloads == ["burn_in"]:
                 records, interrupted = _run_burn_in(ctx, args, doc, save, on_start, on_done)
             else:
-                records, interrupted = run_loads(ctx, workloads, on_start, on_done)
+                records, interrupted = run_loads(ctx, workloads, on_start, on_done, guard)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
     if rank is not None:  # a rank that failed or was interrupted has left in rank.collect
         return rank.finish(doc, save)
     doc.pop("in_progress", None)

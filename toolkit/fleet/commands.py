@@ -152,7 +152,7 @@ def _bench_host(run: runner.HostRun) -> fleet_result.HostResult:
             message=_no_toolkit(run.target),
             **base,
         )
-    code = out.exit_code if out.exit_code is not None else EXIT_HOST_UNREACHABLE
+    code = out.exit_code if out.exit_code not in (None, -1) else EXIT_HOST_UNREACHABLE
     if code in (EXIT_INTERRUPTED, 143):
         return fleet_result.HostResult(
             state="interrupted", exit_code=EXIT_INTERRUPTED, message="interrupted on the node", **base
@@ -379,6 +379,11 @@ def _run_fleet(args, command, targets, script, interpret, store, timeout, folder
 
     def on_done(run: runner.HostRun) -> None:
         host = interpret(run)
+        if host.doc is None and run.outcome and run.outcome.stderr.strip():
+            from toolkit.health.secrets import redact
+
+            # no document came back: what the node printed last says why
+            host.extra["stderr_tail"] = redact("\n".join(run.outcome.stderr.strip().splitlines()[-15:]))
         store(host)
         results[run.target.name] = host
 

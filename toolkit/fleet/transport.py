@@ -11,6 +11,7 @@ disconnect would leave a bench running on the node for hours.
 from __future__ import annotations
 
 import shlex
+import socket
 import subprocess
 import threading
 import time
@@ -159,7 +160,33 @@ def _run_ssh(target, script, timeout, connect_timeout, cancel, on_line) -> Outco
         )
     finally:
         conn.close()
+    # no exit status (-1: paramiko's "killed by a signal"): the node may have gone away mid-run (powered
+    # off, rebooted, network): if it no longer answers, it is unreachable, not a failed run
+    if code in (None, -1) and stopped is None and not _answers(target, connect_timeout):
+        return Outcome(
+            "unreachable",
+            None,
+            out.text(),
+            errs.text(),
+            f"connection to {target.where} lost before the run ended",
+        )
     return _outcome(stopped, code, out.text(), errs.text(), timeout)
+
+
+def _answers(target: Target, connect_timeout: float, window: float = 5.0) -> bool:
+    """Whether the node's SSH port keeps accepting connections over `window` seconds (a node shutting
+    down may still accept for a moment)."""
+    end = time.monotonic() + window
+    while True:
+        try:
+            socket.create_connection(
+                (target.address, target.port or 22), timeout=min(connect_timeout, 3)
+            ).close()
+        except OSError:
+            return False
+        if time.monotonic() >= end:
+            return True
+        time.sleep(0.5)
 
 
 def _run_local(script, timeout, cancel, on_line) -> Outcome:
