@@ -79,7 +79,7 @@ def fleet(tmp_path_factory):
 
 
 def test_health_across_the_fleet_gathers_every_host(fleet):
-    lab, hosts, inventory, base = fleet
+    _lab, hosts, inventory, base = fleet
     results = base / "results-health"
     start = time.monotonic()
     proc = toolkit(
@@ -182,3 +182,16 @@ def test_bench_across_the_fleet_with_a_host_lost_midway(fleet):
     assert "unreachable" in stderr
     saved = list(results.glob("fleet-bench-*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["hosts"][2]["state"] == "unreachable"
+
+
+def test_a_key_the_host_refuses_is_reported_unreachable(fleet, tmp_path):
+    lab, hosts, _inventory, _base = fleet
+    stranger = tmp_path / "stranger"
+    testhosts.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)])
+    host = hosts[0]
+    inv = lab.inventory([host], {"ansible_ssh_private_key_file": str(stranger)}, path=tmp_path / "inv.yml")
+    proc = toolkit("health", "-i", str(inv), "--results-dir", str(tmp_path / "r"), "--json")
+    doc = json.loads(proc.stdout)
+    h = doc["hosts"][0]
+    assert h["state"] == "unreachable" and "refused" in h["message"] and h["result"] is None
+    assert proc.returncode == 3

@@ -35,6 +35,8 @@ STATUS_CLASS = {
     "regression": "bad",
     "improvement": "ok",
 }
+TEMPERATURE_UNITS = ("°C", "celsius")
+POWER_UNITS = ("W", "watts")
 CSS = """
 body{font-family:DejaVu Sans,Arial,sans-serif;margin:24px;color:#1b1b1b;max-width:1100px}
 h1{font-size:26px}h2{font-size:21px;border-bottom:2px solid #ccc;padding-top:12px}h3{font-size:16px}
@@ -248,15 +250,16 @@ def _health_section(health: dict[str, list[history.Entry]]) -> tuple[str, dict]:
     for node, runs in sorted(health.items()):
         for entry in runs:
             readings = [c for c in entry.doc["checks"] if isinstance(c.get("value"), int | float)]
-            hot = [c["value"] for c in readings if c.get("unit") == "celsius"]
+            hot = [c["value"] for c in readings if c.get("unit") in TEMPERATURE_UNITS]
             if hot:
                 temps[node].append((entry.time, max(hot)))
             for c in readings:
-                if c.get("unit") == "watts":
+                if c.get("unit") in POWER_UNITS:
                     power[f"{node} · {c['name']}"].append((entry.time, c["value"]))
         for c in runs[-1].doc["checks"]:
-            if c.get("unit") in ("celsius", "watts") and isinstance(c.get("value"), int | float):
-                unit = "°C" if c["unit"] == "celsius" else "W"
+            reading = c.get("unit") in (*TEMPERATURE_UNITS, *POWER_UNITS)
+            if reading and isinstance(c.get("value"), int | float):
+                unit = "°C" if c["unit"] in TEMPERATURE_UNITS else "W"
                 latest_rows.append(
                     [
                         (node, ""),
