@@ -59,6 +59,13 @@ def sweep(inventory: Path, results: Path, forks: int, limit: str | None = None) 
     return elapsed, doc
 
 
+def _bmc_read(host: dict) -> bool:
+    """The node's report came back with its BMC read. (Its overall state is not counted: the simulated
+    nodes share this machine, so their system.load check sees the whole sweep's load.)"""
+    checks = (host.get("result") or {}).get("checks", [])
+    return any(c["name"] == "bmc.connection" and c["status"] == "ok" for c in checks)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=50)
@@ -95,7 +102,7 @@ def main() -> int:
         one = []
         for _ in range(args.repeat):
             elapsed, doc = sweep(inventory, results, 1, limit="node001")
-            assert doc["hosts"][0]["state"] in ("ok", "warning"), doc["hosts"][0]
+            assert _bmc_read(doc["hosts"][0]), doc["hosts"][0]
             one.append(elapsed)
         single = statistics.median(one)
         per_host = doc["hosts"][0]["duration_seconds"]
@@ -103,7 +110,7 @@ def main() -> int:
             f"one node: {single:.2f} s for the whole command (its node run {per_host:.2f} s), "
             f"{os.cpu_count()} CPUs"
         )
-        print(f"{'forks':>6} {'sweep s':>8} {'x one':>6} {'hosts ok':>9} {'mean host s':>12}")
+        print(f"{'forks':>6} {'sweep s':>8} {'x one':>6} {'BMCs read':>9} {'mean host s':>12}")
         for forks in [int(f) for f in args.forks.split(",")]:
             times, docs = [], []
             for _ in range(args.repeat):
@@ -112,14 +119,7 @@ def main() -> int:
                 docs.append(doc)
             t = statistics.median(times)
             doc = docs[times.index(t)]
-            ok = sum(
-                h["state"] in ("ok", "warning")
-                and any(
-                    c["name"] == "bmc.connection" and c["status"] == "ok"
-                    for c in (h["result"] or {}).get("checks", [])
-                )
-                for h in doc["hosts"]
-            )
+            ok = sum(_bmc_read(h) for h in doc["hosts"])
             mean = statistics.mean(h["duration_seconds"] for h in doc["hosts"])
             print(f"{forks:>6} {t:>8.2f} {t / single:>6.1f} {ok:>5}/{len(doc['hosts']):<3} {mean:>12.2f}")
     finally:

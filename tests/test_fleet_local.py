@@ -36,8 +36,9 @@ def closed_port() -> int:
 def node_toolkit(folder: Path, version: str | None = None) -> str:
     """The toolkit a local node runs: this checkout's, optionally answering --version as another release."""
     path = folder / ("toolkit" if version is None else f"toolkit-{version}")
-    fake = f'[ "$1" = --version ] && {{ echo "toolkit {version}"; exit 0; }}\n' if version else ""
-    path.write_text(f'#!/bin/sh\n{fake}exec {sys.executable} -m toolkit "$@"\n')
+    # another release announces itself as the controller asks (TOOLKIT_FLEET=1), then this one runs
+    fake = f'[ "$TOOLKIT_FLEET" = 1 ] && echo "toolkit-fleet: version {version}" >&2; unset TOOLKIT_FLEET\n'
+    path.write_text(f'#!/bin/sh\n{fake if version else ""}exec {sys.executable} -m toolkit "$@"\n')
     path.chmod(0o755)
     return str(path)
 
@@ -80,12 +81,15 @@ def test_health_gathers_local_hosts_and_reports_the_unreachable_one(tmp_path):
     assert states["bare"]["state"] == "unknown" and "no toolkit at" in states["bare"]["message"]
     for name in ("alpha", "beta"):
         h = states[name]
-        assert h["state"] in ("ok", "warning") and h["toolkit_version"] == TOOLKIT_VERSION
+        # (system.load may be critical on a busy test machine: what matters is that the report came back)
+        assert h["state"] in ("ok", "warning", "critical") and h["toolkit_version"] == TOOLKIT_VERSION
         assert {c["name"].split(".")[0] for c in h["result"]["checks"]} == {"system"}
         stored = json.loads(Path(h["saved"]).read_text())
         assert stored["inventory_host"] == name and stored["checks"] == h["result"]["checks"]
     # Nagios: an unreachable host is UNKNOWN, which outranks OK but never hides a WARNING
-    worst = 1 if any(h["state"] == "warning" for h in doc["hosts"]) else 3
+    severity = {0: 0, 3: 1, 1: 2, 2: 3}
+    worst = max((h["exit_code"] for h in doc["hosts"]), key=severity.__getitem__)
+    assert worst in (1, 2, 3)
     assert proc.returncode == doc["exit_code"] == worst
     assert doc["summary"]["hosts"] == 4 and len(list(results.glob("fleet-health-*.json"))) == 1
     assert "unreachable" in proc.stderr  # the table went to stderr with --json

@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     debug = args.debug or os.environ.get("TOOLKIT_DEBUG") == "1"
+    if os.environ.pop("TOOLKIT_FLEET", None) == "1":  # run by a fleet controller, which compares versions
+        sys.stderr.write(f"toolkit-fleet: version {__version__}\n")
+        sys.stderr.flush()
     try:
         return int(_command_module(args._module).run(args) or 0)
     except ToolkitError as err:
