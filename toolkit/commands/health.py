@@ -77,9 +77,14 @@ def run(args: argparse.Namespace) -> int:
     from toolkit.health.run import Options, collect
 
     if args.inventory:
+        from toolkit.errors import ToolkitError
         from toolkit.fleet.commands import run_health
 
-        return run_health(args)
+        try:
+            return run_health(args)
+        except ToolkitError as err:  # bad inventory, options: UNKNOWN, as every health usage error
+            err.exit_code = EXIT_UNKNOWN
+            raise
     if args.results_dir:
         raise HealthError(
             "--results-dir is for fleet runs (-i INVENTORY)", hint="use --save-dir for this node's reports"
