@@ -111,30 +111,36 @@ def run_all(
             if not text.startswith(transport.VERSION_PREFIX):
                 r.last_line = text
 
-        r.outcome = transport.run(r.target, script_for(r.target), timeout, connect_timeout, cancel, line)
+        try:
+            r.outcome = transport.run(r.target, script_for(r.target), timeout, connect_timeout, cancel, line)
+        except Exception as err:  # one host's surprise (a paramiko corner) must not end the others' runs
+            r.outcome = transport.Outcome("unreachable", None, "", "", f"{type(err).__name__}: {err}")
         r.finished = time.monotonic()
         r.state = "done"
         return r
 
     interrupted = False
     pool = ThreadPoolExecutor(max_workers=max(1, forks), thread_name_prefix="fleet")
-    pending: set[Future] = {pool.submit(work, r) for r in runs}
+    futures = [pool.submit(work, r) for r in runs]
+    handed: set[Future] = set()
     with _Display(console, title, runs, label) as display:
-        while pending:
+        while len(handed) < len(futures):
             try:
-                finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                wait([f for f in futures if f not in handed], timeout=0.25, return_when=FIRST_COMPLETED)
+                # each finished host is handed over once; a Ctrl-C landing mid-hand-over repeats it
+                for future in futures:
+                    if future.done() and future not in handed:
+                        r = future.result()
+                        if r.state == "done":
+                            on_done(r)
+                            display.finished(r)
+                        handed.add(future)
+                display.refresh()
             except KeyboardInterrupt:
                 if interrupted:
                     raise  # the second Ctrl-C: leave now
                 interrupted = True
                 cancel.set()
                 console.print("Interrupted: stopping the running hosts (Ctrl-C again to leave now)")
-                continue
-            for future in finished:
-                r = future.result()
-                if r.state == "done":
-                    on_done(r)
-                    display.finished(r)
-            display.refresh()
     pool.shutdown(wait=True)
     return runs, interrupted
