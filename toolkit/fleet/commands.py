@@ -51,6 +51,23 @@ def _refuse(args, names: dict[str, str]) -> None:
             raise UsageError(f"--{dest.replace('_', '-')} does not go with -i/--inventory: {why}")
 
 
+def _base(run: runner.HostRun, doc: dict | None) -> dict:
+    return {
+        "name": run.target.name,
+        "where": run.target.where,
+        "duration_seconds": run.elapsed,
+        "started_at": run.started_at,
+        "toolkit_version": fleet_result.version_of(run),
+        "doc": doc,
+    }
+
+
+def _not_started(base: dict) -> fleet_result.HostResult:
+    return fleet_result.HostResult(
+        state="not_started", exit_code=EXIT_INTERRUPTED, message="not started (interrupted)", **base
+    )
+
+
 def _no_toolkit(target: Target) -> str:
     return f"no toolkit at {target.toolkit} (install it with the health_report role, or set toolkit_path)"
 
@@ -125,18 +142,9 @@ def _bench_preflight(args, targets: list[Target]) -> None:
 def _bench_host(run: runner.HostRun) -> fleet_result.HostResult:
     out = run.outcome
     doc = fleet_result.parse_doc(out.stdout) if out else None
-    base = dict(
-        name=run.target.name,
-        where=run.target.where,
-        duration_seconds=run.elapsed,
-        started_at=run.started_at,
-        toolkit_version=fleet_result.version_of(run),
-        doc=doc,
-    )
-    if run.state == "not_started":
-        return fleet_result.HostResult(
-            state="not_started", exit_code=EXIT_INTERRUPTED, message="not started (interrupted)", **base
-        )
+    base = _base(run, doc)
+    if out is None:
+        return _not_started(base)
     if out.state == "unreachable":
         return fleet_result.HostResult(
             state="unreachable", exit_code=EXIT_HOST_UNREACHABLE, message=out.message, **base
@@ -272,18 +280,9 @@ def _health_host(run: runner.HostRun) -> fleet_result.HostResult:
 
     out = run.outcome
     doc = fleet_result.parse_doc(out.stdout) if out else None
-    base = dict(
-        name=run.target.name,
-        where=run.target.where,
-        duration_seconds=run.elapsed,
-        started_at=run.started_at,
-        toolkit_version=fleet_result.version_of(run),
-        doc=doc if doc and "checks" in doc else None,
-    )
-    if run.state == "not_started":
-        return fleet_result.HostResult(
-            state="not_started", exit_code=EXIT_INTERRUPTED, message="not started (interrupted)", **base
-        )
+    base = _base(run, doc if doc and "checks" in doc else None)
+    if out is None:
+        return _not_started(base)
     if out.state != "finished":
         code = EXIT_INTERRUPTED if out.state == "interrupted" else EXIT_UNKNOWN
         return fleet_result.HostResult(state=out.state, exit_code=code, message=out.message, **base)
