@@ -102,9 +102,13 @@ def test_html_holds_the_nodes_figures_and_health(report, stored):
     reason="needs chromium and tesseract-ocr (scripts/install.sh --test installs them)",
 )
 def test_rendered_in_chromium_it_shows_nodes_and_figures(report):
+    import numpy as np
     from PIL import Image
 
-    base, _, _ = report
+    from toolkit.bench.report import format_metric
+    from toolkit.history import scan
+
+    base, results, _ = report
     png = base / "report.png"
     subprocess.run(
         [
@@ -113,6 +117,7 @@ def test_rendered_in_chromium_it_shows_nodes_and_figures(report):
             "--no-sandbox",
             "--disable-gpu",
             "--hide-scrollbars",
+            "--force-device-scale-factor=2",  # crisp glyphs: OCR reads 14 px text reliably at 2x
             f"--screenshot={png}",
             "--window-size=1200,5200",
             f"file://{base / 'fleet.html'}",
@@ -122,16 +127,19 @@ def test_rendered_in_chromium_it_shows_nodes_and_figures(report):
         check=True,
     )
     image = Image.open(png).convert("RGB")
-    assert image.size == (1200, 5200)
-    ocr = subprocess.run(["tesseract", str(png), "-"], capture_output=True, text=True, timeout=300).stdout
-    for word in ("toolkit report", "Fleet", "Node alpha", "Node beta", "Measured vs expected", "tok/s"):
-        assert word in ocr, (word, ocr[:2000])
+    assert image.size == (2400, 10400)
+    top = base / "top.png"
+    image.crop((0, 0, 2400, 4000)).save(top)  # the fleet table and the first node's figures
+    ocr = subprocess.run(["tesseract", str(top), "-"], capture_output=True, text=True, timeout=300).stdout
+    alpha = [e for e in scan(results, kind="bench") if e.host == "alpha"][-1].doc
+    kto = next(r for r in alpha["results"] if r["workload"] == "kto_lora")
+    shown = format_metric("tokens_per_second", kto["metrics"]["tokens_per_second"])
+    for word in ("toolkit report", "Fleet", "alpha", "beta", "Node alpha", "Measured vs expected", shown):
+        assert word in ocr, (word, ocr[:3000])
     # the plots were drawn, not broken images: the expectation bars' green is on the page
-    import numpy as np
-
     pixels = np.asarray(image).astype(int)
     green = int((np.abs(pixels - np.array([0x2E, 0x7D, 0x32])).max(axis=2) < 12).sum())
-    assert green > 2000
+    assert green > 8000
 
 
 def test_nothing_to_report_is_a_clear_error(tmp_path):
