@@ -195,3 +195,16 @@ def test_a_key_the_host_refuses_is_reported_unreachable(fleet, tmp_path):
     h = doc["hosts"][0]
     assert h["state"] == "unreachable" and "refused" in h["message"] and h["result"] is None
     assert proc.returncode == 3
+
+
+def test_strict_host_keys_refuses_a_host_missing_from_known_hosts(fleet, tmp_path):
+    _lab, hosts, inventory, _base = fleet
+    home = tmp_path / "home"  # an empty ~/.ssh/known_hosts: the test host's key is not in it
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh/known_hosts").write_text("")
+    argv = ("health", "-i", str(inventory), "--limit", hosts[0].name, "--results-dir", str(tmp_path / "r"))
+    strict = toolkit(*argv, "--json", "--strict-host-keys", env={"HOME": str(home)})
+    h = json.loads(strict.stdout)["hosts"][0]
+    assert h["state"] == "unreachable" and "known_hosts" in h["message"], h
+    relaxed = toolkit(*argv, "--json", env={"HOME": str(home)})
+    assert json.loads(relaxed.stdout)["hosts"][0]["state"] != "unreachable"

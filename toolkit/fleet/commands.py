@@ -408,6 +408,7 @@ def _run_fleet(args, command, targets, script, interpret, store, timeout, folder
         title=f"toolkit {command}",
         label=label,
         on_done=on_done,
+        strict_host_keys=args.strict_host_keys,
     )
     hosts = [results.get(r.target.name) or interpret(r) for r in runs]
     codes = [h.exit_code for h in hosts]

@@ -38,3 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser, default_timeout: str) -> None
     group.add_argument(
         "--vault-password-file", metavar="FILE", help="for an inventory that uses Ansible Vault"
     )
+    group.add_argument(
+        "--strict-host-keys",
+        action="store_true",
+        help="refuse hosts whose SSH key is not in known_hosts (default: a key that differs from known_hosts "
+        "is refused, an unknown host is accepted for this run, as ssh's accept-new without saving)",
+    )

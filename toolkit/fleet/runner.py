@@ -95,6 +95,7 @@ def run_all(
     title: str,
     label: Callable[[HostRun], str],
     on_done: Callable[[HostRun], None],
+    strict_host_keys: bool = False,
 ) -> tuple[list[HostRun], bool]:
     """Every target's run (in inventory order) and whether the user interrupted."""
     runs = [HostRun(t) for t in targets]
@@ -112,7 +113,9 @@ def run_all(
                 r.last_line = text
 
         try:
-            r.outcome = transport.run(r.target, script_for(r.target), timeout, connect_timeout, cancel, line)
+            r.outcome = transport.run(
+                r.target, script_for(r.target), timeout, connect_timeout, cancel, line, strict_host_keys
+            )
         except Exception as err:  # one host's surprise (a paramiko corner) must not end the others' runs
             r.outcome = transport.Outcome("unreachable", None, "", "", f"{type(err).__name__}: {err}")
         r.finished = time.monotonic()

@@ -85,10 +85,11 @@ def run(
     connect_timeout: float,
     cancel: threading.Event,
     on_line: Callable[[str], None] | None = None,
+    strict_host_keys: bool = False,
 ) -> Outcome:
     if target.local:
         return _run_local(script, timeout, cancel, on_line)
-    return _run_ssh(target, script, timeout, connect_timeout, cancel, on_line)
+    return _run_ssh(target, script, timeout, connect_timeout, cancel, on_line, strict_host_keys)
 
 
 def _stop_reason(deadline: float | None, cancel: threading.Event) -> str | None:
@@ -99,7 +100,7 @@ def _stop_reason(deadline: float | None, cancel: threading.Event) -> str | None:
     return None
 
 
-def _run_ssh(target, script, timeout, connect_timeout, cancel, on_line) -> Outcome:
+def _run_ssh(target, script, timeout, connect_timeout, cancel, on_line, strict_host_keys=False) -> Outcome:
     from fabric import Connection
     from paramiko.ssh_exception import AuthenticationException, NoValidConnectionsError, SSHException
 
@@ -113,6 +114,10 @@ def _run_ssh(target, script, timeout, connect_timeout, cancel, on_line) -> Outco
         connect_timeout=connect_timeout,
         connect_kwargs=kwargs,
     )
+    if strict_host_keys:
+        from paramiko import RejectPolicy
+
+        conn.client.set_missing_host_key_policy(RejectPolicy())
     try:
         conn.open()
     except AuthenticationException:
@@ -123,9 +128,10 @@ def _run_ssh(target, script, timeout, connect_timeout, cancel, on_line) -> Outco
     except TimeoutError:
         return Outcome("unreachable", None, "", "", f"no answer from {target.where} in {connect_timeout:g} s")
     except (OSError, SSHException, EOFError) as err:
-        return Outcome(
-            "unreachable", None, "", "", f"SSH to {target.where} failed: {err or type(err).__name__}"
-        )
+        text = str(err) or type(err).__name__
+        if "not found in known_hosts" in text:
+            text = "host key not in known_hosts (--strict-host-keys)"
+        return Outcome("unreachable", None, "", "", f"SSH to {target.where} failed: {text}")
     out, errs = _Lines(None), _Lines(on_line)
     deadline = time.monotonic() + timeout if timeout else None
     stopped, stop_at = None, None
