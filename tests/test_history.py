@@ -119,3 +119,15 @@ def test_foreign_and_partial_files_are_not_history(tmp_path):
     (tmp_path / "bench-other.json").write_text(json.dumps({"host": "x"}))
     (tmp_path / "notes.json").write_text("[]")
     assert history.scan(tmp_path) == []
+
+
+def test_an_interrupted_run_is_not_a_baseline(two_runs, tmp_path):
+    folder, _, _ = two_runs
+    first, second = history.scan(folder, kind="bench")
+    for e in (first, second):
+        (tmp_path / e.path.name).write_text(e.path.read_text())
+    # a run between the two that was stopped halfway
+    partial = dict(first.doc, complete=False, verdict="interrupted", started_at=second.doc["started_at"])
+    (tmp_path / "bench-partial.json").write_text(json.dumps(partial))
+    found = history.previous(tmp_path, second.doc, exclude=tmp_path / second.path.name)
+    assert found is not None and found.path.name == first.path.name

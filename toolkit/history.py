@@ -87,13 +87,18 @@ def by_host(entries: list[Entry]) -> dict[str, list[Entry]]:
 
 
 def previous(folder: Path, doc: dict, exclude: Path | None = None) -> Entry | None:
-    """The newest stored bench result of the same host and profile that started before `doc`."""
+    """The newest complete stored bench result of the same host and profile that started before `doc`
+    (an interrupted run is history, but not a baseline)."""
     host, profile, started = node_name(doc), doc.get("profile", {}).get("name"), doc.get("started_at", "")
     skip = exclude.resolve() if exclude else None
     earlier = [
         e
         for e in scan(folder, kind="bench")
-        if e.host == host and e.profile == profile and e.time <= started and e.path.resolve() != skip
+        if e.host == host
+        and e.profile == profile
+        and e.time <= started
+        and e.path.resolve() != skip
+        and e.doc.get("complete", True)
     ]
     return earlier[-1] if earlier else None
 
