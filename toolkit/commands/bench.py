@@ -542,7 +542,9 @@ def _run(
     previous = signal.signal(
         signal.SIGTERM, rank.on_sigterm if rank else guard.handler if guard else _raise_interrupt
     )
-    previous_int = signal.signal(signal.SIGINT, guard.handler) if guard else None
+    # (an ignored SIGINT, as nohup or a background job inherits it, stays ignored)
+    keep_int = guard is None or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    previous_int = None if keep_int else signal.signal(signal.SIGINT, guard.handler)
     try:
         save()
         with progress:
