@@ -12,6 +12,18 @@ import tempfile
 from pathlib import Path
 
 
+def check_writable(folder: str | os.PathLike, hint: str) -> None:
+    """Find out before the work, not after it, that results cannot be written to `folder` (exit 2)."""
+    from toolkit.errors import UsageError
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise UsageError(f"cannot write results to {folder}: {err.strerror or err}", hint=hint) from None
+
+
 def write_text_atomic(path: str | os.PathLike, text: str, mode: int = 0o644) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -30,13 +30,7 @@ class Entry:
     host: str
     profile: str  # the bench profile; "" for health reports
     time: str  # ISO UTC: started_at (bench) or collected_at (health)
-    _doc: dict | None = field(default=None, repr=False)
-
-    @property
-    def doc(self) -> dict:
-        if self._doc is None:
-            self._doc = json.loads(self.path.read_text())
-        return self._doc
+    doc: dict = field(repr=False)  # read once by the scan (the index needs its host, profile and time)
 
 
 def _entry(path: Path) -> Entry | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from pathlib import Path
 
 from toolkit.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, MissingDependency, UsageError
@@ -221,7 +220,9 @@ def resolve_profile(requested: str | None, allow_mismatch: bool, found=None):
 
 
 def _results_dir(args) -> Path:
-    return Path(args.results_dir or os.environ.get("TOOLKIT_RESULTS_DIR") or "results")
+    from toolkit.history import results_dir
+
+    return results_dir(args.results_dir)
 
 
 def _check_writable(args) -> None:
@@ -232,15 +233,10 @@ def _check_writable(args) -> None:
         if json_path.is_dir():
             raise UsageError(f"--json {args.json} is a directory", hint="give a file path, or - for stdout")
         targets.append(json_path.parent)
+    from toolkit.atomic import check_writable
+
     for folder in targets:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=folder).close()
-        except OSError as err:
-            raise UsageError(
-                f"cannot write results to {folder}: {err.strerror or err}",
-                hint="choose a writable folder (--results-dir, or the folder of --json)",
-            ) from None
+        check_writable(folder, "choose a writable folder (--results-dir, or the folder of --json)")
 
 
 def _check_ml_stack(modules: tuple[str, ...] = ML_MODULES) -> None:

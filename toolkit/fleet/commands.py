@@ -9,10 +9,12 @@ ok); an unreachable host, a timeout or a node without the toolkit is UNKNOWN.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
-from toolkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from toolkit.atomic import check_writable
+from toolkit.errors import EXIT_INTERRUPTED, EXIT_UNKNOWN, EXIT_USAGE, UsageError
 from toolkit.fleet import result as fleet_result
 from toolkit.fleet import runner, transport
 from toolkit.fleet.targets import Target
@@ -131,12 +133,9 @@ def _bench_preflight(args, targets: list[Target]) -> None:
                 hint="use a shipped recipe (toolkit bench --list), or copy the file to each node, run there",
             )
     if args.workloads:
-        from toolkit.bench.workloads import DISTRIBUTED_WORKLOADS, WORKLOADS
+        from toolkit.commands.bench import _workloads
 
-        known = (*WORKLOADS, *DISTRIBUTED_WORKLOADS)
-        unknown = [w for w in args.workloads.split(",") if w.strip() and w.strip() not in known]
-        if unknown:
-            raise UsageError(f"unknown workload(s): {', '.join(unknown)}", hint="known: " + ", ".join(known))
+        _workloads(args.workloads, measured_peaks=False, distributed=True)  # unknown names: exit 2
 
 
 def _bench_host(run: runner.HostRun) -> fleet_result.HostResult:
@@ -242,15 +241,7 @@ def run_bench(args) -> int:
 
 
 def _check_folder(folder: Path) -> None:
-    import tempfile
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as err:
-        raise UsageError(
-            f"cannot write results to {folder}: {err.strerror or err}", hint="choose a writable --results-dir"
-        ) from None
+    check_writable(folder, "choose a writable --results-dir")
 
 
 # -- health --------------------------------------------------------------------------------------------
@@ -276,8 +267,6 @@ def health_argv(args) -> list[str]:
 
 
 def _health_host(run: runner.HostRun) -> fleet_result.HostResult:
-    from toolkit.errors import EXIT_UNKNOWN
-
     out = run.outcome
     doc = fleet_result.parse_doc(out.stdout) if out else None
     base = _base(run, doc if doc and "checks" in doc else None)
@@ -348,7 +337,7 @@ def run_health(args) -> int:
         doc["inventory_host"] = host.name
         stamp = doc["collected_at"].replace("-", "").replace(":", "")
         path = folder / f"health-{stamp}-{fleet_result.safe_name(host.name)}.json"
-        host.saved = str(fleet_result.write_text_atomic(path, fleet_result.json.dumps(doc, indent=1) + "\n"))
+        host.saved = str(fleet_result.save_json(path, doc))
 
     fleet = _run_fleet(
         args,
@@ -423,8 +412,8 @@ def _run_fleet(args, command, targets, script, interpret, store, timeout, folder
     saved = fleet_result.save(doc, folder)
     json_target = getattr(args, "json", None)
     if json_target is True or json_target == "-":
-        sys.stdout.write(fleet_result.json.dumps(doc, indent=1) + "\n")
+        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
     elif json_target:
-        fleet_result.write_text_atomic(json_target, fleet_result.json.dumps(doc, indent=1) + "\n")
+        fleet_result.save_json(json_target, doc)
     err.print(f"Saved {saved}", highlight=False)
     return doc

@@ -13,6 +13,7 @@ from pathlib import Path
 from toolkit import __version__
 from toolkit.atomic import write_text_atomic
 from toolkit.fleet.runner import HostRun
+from toolkit.fleet.transport import remote_version
 
 SCHEMA_VERSION = 1
 
@@ -108,11 +109,13 @@ def fleet_doc(
     }
 
 
+def save_json(path, doc: dict) -> Path:
+    return write_text_atomic(path, json.dumps(doc, indent=1) + "\n")
+
+
 def save(doc: dict, folder: Path) -> Path:
     stamp = doc["started_at"].replace("-", "").replace(":", "")
-    return write_text_atomic(
-        folder / f"fleet-{doc['command']}-{stamp}.json", json.dumps(doc, indent=1) + "\n"
-    )
+    return save_json(folder / f"fleet-{doc['command']}-{stamp}.json", doc)
 
 
 def render(doc: dict, console, columns: list[tuple[str, callable]]) -> None:
@@ -168,6 +171,4 @@ STATE_STYLE = {
 
 
 def version_of(run: HostRun) -> str | None:
-    from toolkit.fleet.transport import remote_version
-
     return remote_version(run.outcome.stderr) if run.outcome else None
