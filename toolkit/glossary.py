@@ -1,0 +1,125 @@
+"""The words every part of toolkit shares: a load's status, a run's verdict, a health status, and
+how they map onto one another and onto exit codes; the one spelling of a UTC timestamp.
+
+A leaf: it imports nothing from toolkit but `errors`, so bench, health, fleet and report all read
+their vocabulary from here instead of keeping copies (docs/ARCHITECTURE.md, "Glossary").
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from toolkit.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK
+
+
+class LoadStatus(enum.StrEnum):
+    """What one benchmark load (or one of its checks) reached."""
+
+    SKIPPED = "skipped"  # could not run here (a --gpus-only load in one process), with the reason
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"  # below its floor, or out of memory
+    ERROR = "error"  # crashed, interrupted, or a check whose figure is missing
+
+
+# worst-of order of load statuses; a skipped load never makes a run worse than a pass
+STATUS_ORDER: dict[str, int] = {
+    LoadStatus.SKIPPED: -1,
+    LoadStatus.PASS: 0,
+    LoadStatus.WARN: 1,
+    LoadStatus.FAIL: 2,
+    LoadStatus.ERROR: 3,
+}
+
+
+class Verdict(enum.StrEnum):
+    """A whole `toolkit bench` run."""
+
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    ERROR = "error"
+    INTERRUPTED = "interrupted"
+    INCOMPLETE = "incomplete"  # the run is still going (or was killed before it could say)
+
+
+class Status(enum.IntEnum):
+    """A health check's status, in the Nagios plugin convention: the value is the exit code a
+    monitoring system reads."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @property
+    def severity(self) -> int:
+        # Worst-of order for the overall status: critical > warning > unknown > ok. An unknown
+        # check (a BMC that does not answer) never hides a real warning elsewhere.
+        return {Status.OK: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.CRITICAL: 3}[self]
+
+    @classmethod
+    def parse(cls, text: str) -> Status:
+        return cls[text.upper()]
+
+
+def worst_status(statuses: Iterable[str], default: str = LoadStatus.PASS) -> str:
+    """The worst of some load or check statuses (`default` for none)."""
+    return max(statuses, key=STATUS_ORDER.__getitem__, default=default)
+
+
+def verdict_of(statuses: Iterable[str], interrupted: bool = False) -> str:
+    """A run's verdict from its loads' statuses: interrupted wins, no load at all is an error, and a
+    run whose loads were all skipped passes (the skip reasons are in the report)."""
+    if interrupted:
+        return Verdict.INTERRUPTED
+    statuses = list(statuses)
+    if not statuses:
+        return Verdict.ERROR
+    worst = worst_status(statuses)
+    return Verdict.PASS if worst == LoadStatus.SKIPPED else worst
+
+
+def verdict_exit_code(verdict: str) -> int:
+    """`toolkit bench`'s exit code for a verdict (docs/REFERENCE.md, "Exit codes")."""
+    if verdict == Verdict.INTERRUPTED:
+        return EXIT_INTERRUPTED
+    return EXIT_CHECK_FAILED if verdict in (Verdict.FAIL, Verdict.ERROR) else EXIT_OK
+
+
+# The one mapping between the two families: a bench verdict read as a health status (a fleet row, a
+# Nagios check of a stored bench result) and the other way round.
+HEALTH_OF_VERDICT: dict[str, Status] = {
+    Verdict.PASS: Status.OK,
+    Verdict.WARN: Status.WARNING,
+    Verdict.FAIL: Status.CRITICAL,
+    Verdict.ERROR: Status.CRITICAL,
+    Verdict.INTERRUPTED: Status.UNKNOWN,
+    Verdict.INCOMPLETE: Status.UNKNOWN,
+}
+VERDICT_OF_HEALTH: dict[Status, str] = {
+    Status.OK: Verdict.PASS,
+    Status.WARNING: Verdict.WARN,
+    Status.CRITICAL: Verdict.FAIL,
+    Status.UNKNOWN: Verdict.ERROR,
+}
+
+
+def utc_now() -> str:
+    """Now as toolkit writes every timestamp: ISO 8601, UTC, whole seconds, `Z` (2026-12-03T15:21:12Z)."""
+    return utc_stamp(datetime.now(UTC))
+
+
+def utc_stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_utc(stamp: str) -> datetime:
+    """The inverse of `utc_stamp` (also reads `+00:00` and fractions of a second)."""
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
