@@ -111,6 +111,20 @@ VERDICT_OF_HEALTH: dict[Status, str] = {
 }
 
 
+# A result document names the GPU class it was measured against under this key (`--gpu` on the command
+# line, `gpu_class` in code and JSON). Documents written before the rename call it "profile"; every
+# reader goes through `gpu_class_of`, which takes either.
+CLASS_KEY = "gpu_class"
+OLD_CLASS_KEY = "profile"
+
+
+def gpu_class_of(doc: dict) -> dict:
+    """A bench document's GPU class section (`name`, `requested`, `class`, `detected`, `mismatch`,
+    `peaks`), from a new or an old document; {} when it has none."""
+    section = doc.get(CLASS_KEY) or doc.get(OLD_CLASS_KEY)
+    return section if isinstance(section, dict) else {}
+
+
 def utc_now() -> str:
     """Now as toolkit writes every timestamp: ISO 8601, UTC, whole seconds, `Z` (2026-12-03T15:21:12Z)."""
     return utc_stamp(datetime.now(UTC))

@@ -15,18 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.atomic import write_text_atomic
-from toolkit.glossary import Verdict, utc_now, verdict_of
+from toolkit.glossary import CLASS_KEY, Verdict, gpu_class_of, utc_now, verdict_of
 
 SCHEMA_VERSION = 1
-# The GPU class a run was measured against. Documents written before the key was renamed call it
-# "profile"; readers go through `gpu_class_of` and take either.
-CLASS_KEY = "gpu_class"
-OLD_CLASS_KEY = "profile"
-
-
-def gpu_class_of(doc: dict) -> dict:
-    """The run's GPU class section (`name`, `requested`, `class`, `detected`, `mismatch`, `peaks`)."""
-    return doc.get(CLASS_KEY) or doc.get(OLD_CLASS_KEY) or {}
 
 
 def to_json(doc: dict) -> str:
@@ -88,6 +79,10 @@ class RunDocument:
     def as_dict(self) -> dict:
         """The document as the schema has it (a live view: do not edit it, call a method)."""
         return self._data
+
+    @property
+    def gpu_class(self) -> dict:
+        return gpu_class_of(self._data)
 
     @property
     def results(self) -> list[dict]:
