@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from toolkit.bench.settings import ModelShape, data_texts
+from toolkit.bench.shape import ModelShape
 from toolkit.errors import UsageError
+from toolkit.resources import data_texts
 
 SHAPE_KEYS = (
     "hidden_size",

@@ -54,7 +54,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from toolkit.bench import flops
-from toolkit.bench.settings import ModelShape
+from toolkit.bench.shape import LORA_MODULES, ModelShape
 
 GIB = 2**30
 # trl.kernels.chunked_logprob: tokens per projection tile, and the vocabulary width the trainers pass
@@ -192,7 +192,7 @@ def _per_token_layer(recipe, shape: ModelShape, lay: _Layout, seq: int, padded: 
     gemma = _model_type(recipe) in ("gemma2", "gemma3", "gemma3_text")
     eager = _model_type(recipe) == "gemma2"
     lora = recipe.finetuning_type == "lora"
-    targets = set(recipe.lora_target) if lora else set(flops.LORA_TARGETS_ALL)
+    targets = set(recipe.lora_target) if lora else set(LORA_MODULES)
     terms: list[tuple[str, float]] = []
 
     norms = 4 if gemma else 2
@@ -242,7 +242,7 @@ def _per_token_layer(recipe, shape: ModelShape, lay: _Layout, seq: int, padded: 
     terms.append((f"gate out, activation, up out 3 x {f} x {lay.act} B", 3 * f * lay.act))
     inputs(("down_proj",), f, lay.act, False, "down input")
     if lora:
-        n_mod = len(targets & set(flops.LORA_TARGETS_ALL))
+        n_mod = len(targets & set(LORA_MODULES))
         b = lay.compute
         terms.append((f"LoRA B inputs {n_mod} x r{recipe.lora_rank} x {b} B", n_mod * recipe.lora_rank * b))
     total = sum(b for _, b in terms)

@@ -13,9 +13,7 @@ adapter's parameters (N_lora).
 
 from __future__ import annotations
 
-from toolkit.bench.settings import ModelShape
-
-LORA_TARGETS_ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from toolkit.bench.shape import LORA_MODULES, ModelShape
 
 
 def linear_shapes(shape: ModelShape) -> dict[str, tuple[int, int]]:
@@ -47,7 +45,7 @@ def total_params(shape: ModelShape) -> int:
     return matmul_params(shape) + embedding + norms
 
 
-def lora_params(shape: ModelShape, rank: int, targets: tuple[str, ...] = LORA_TARGETS_ALL) -> int:
+def lora_params(shape: ModelShape, rank: int, targets: tuple[str, ...] = LORA_MODULES) -> int:
     """N_lora: r * (in + out) for each targeted linear of each layer."""
     per_layer = sum(rank * (i + o) for name, (i, o) in linear_shapes(shape).items() if name in targets)
     return shape.num_hidden_layers * per_layer

@@ -13,13 +13,12 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
-from toolkit.bench.settings import ModelShape, data_texts
+from toolkit.bench.losses import DPO_LOSSES, resolve_loss
+from toolkit.bench.shape import LORA_MODULES, ModelShape
 from toolkit.errors import UsageError
+from toolkit.resources import data_texts
 
 STAGES = ("sft", "kto", "dpo")
-LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-DPO_LOSSES = {"sigmoid": "sigmoid", "hinge": "hinge", "ipo": "ipo"}
-KTO_LOSSES = ("kto", "apo_zero_unpaired")
 TOOLKIT_KEYS = {
     "name",
     "description",
@@ -229,8 +228,6 @@ def from_llamafactory(data: dict, origin: str, architecture: str | None = None) 
     pref_loss = str(take("pref_loss", "sigmoid" if stage == "dpo" else "kto"))
     pref_ftx = float(take("pref_ftx", 0) or 0)
     if stage == "kto":
-        from toolkit.bench.workloads.kto_lora import resolve_loss
-
         resolve_loss(pref_loss)  # refuse an unknown one; kto_pair is mapped when the load runs
         if pref_ftx:
             unhonoured.append(("pref_ftx", f"{pref_ftx}: TRL's KTO trainer has no SFT term; ran without"))

@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import tomllib
+import typing
 from dataclasses import dataclass, fields
 from functools import cache
-from importlib import resources
+
+from toolkit.bench.shape import ModelShape
+from toolkit.resources import data_text
 
 SCALES = ("tiny", "small", "full")
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """A Llama-architecture shape; the model is built with random weights at run time."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    vocab_size: int
-    # Gemma's heads are wider than hidden / heads; None: hidden / heads
-    attention_head_dim: int | None = None
-    # the LM head shares the input embedding's weights (Gemma, SmolLM): counted once
-    tie_word_embeddings: bool = False
-
-    @property
-    def head_dim(self) -> int:
-        return self.attention_head_dim or self.hidden_size // self.num_attention_heads
 
 
 @dataclass(frozen=True)
@@ -46,7 +29,9 @@ class MemoryBandwidthSettings:
 
 @dataclass(frozen=True)
 class KtoSettings:
-    """Modelled on the users' LLaMA-Factory KTO recipe (REFERENCE.md); sizes per scale."""
+    """The `kto_lora` load's sizes at one scale. The load *is* the shipped `kto-lora-cpu` recipe (the
+    users' LLaMA-Factory KTO hyper-parameters, docs/REFERENCE.md) resized by these; a hyper-parameter
+    left None here is the recipe's, one set (`--set kto_lora.pref_loss=kto`) replaces it for the run."""
 
     model: ModelShape
     batch_size: int
@@ -55,19 +40,25 @@ class KtoSettings:
     completion_words: int
     warmup_steps: int
     measured_steps: int
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    lora_target: str = "all"
-    pref_beta: float = 0.05
-    pref_loss: str = "kto_pair"  # LLaMA-Factory's value in the users' recipe; mapped in kto_lora.py
-    learning_rate: float = 5.0e-05
-    lr_scheduler_type: str = "cosine"
-    max_grad_norm: float = 1.0
-    gradient_accumulation_steps: int = 1
-    optim: str = "adamw_torch"
     # LLaMA-Factory checkpoints activations unless told not to; the GPU scale does the same.
     activation_checkpointing: bool = False
+    # None: the recipe's value
+    lora_rank: int | None = None
+    lora_alpha: int | None = None
+    lora_dropout: float | None = None
+    pref_beta: float | None = None
+    pref_loss: str | None = None
+    learning_rate: float | None = None
+    lr_scheduler_type: str | None = None
+    max_grad_norm: float | None = None
+    gradient_accumulation_steps: int | None = None
+    optim: str | None = None
+
+    def recipe_overrides(self) -> dict:
+        """The hyper-parameters this scale (or --set) gives, by Recipe field name."""
+        names = ("lora_rank", "lora_alpha", "lora_dropout", "pref_beta", "pref_loss", "learning_rate")
+        names += ("lr_scheduler_type", "max_grad_norm", "gradient_accumulation_steps", "optim")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
 @dataclass(frozen=True)
@@ -192,20 +183,9 @@ def parse_settings(text: str) -> BenchSettings:
     return BenchSettings(scales=scales, floors=floors, warn_ratio=float(data["verdict"]["warn_ratio"]))
 
 
-def data_texts(folder: str, suffix: str) -> list[tuple[str, str]]:
-    """(file name, text) of the files shipped in `toolkit/data/<folder>` ending in `suffix`, by name."""
-    entries = resources.files("toolkit").joinpath(f"data/{folder}").iterdir()
-    return [
-        (e.name, e.read_text(encoding="utf-8"))
-        for e in sorted(entries, key=lambda e: e.name)
-        if e.name.endswith(suffix)
-    ]
-
-
 @cache
 def load_settings() -> BenchSettings:
-    text = resources.files("toolkit").joinpath("data/bench.toml").read_text(encoding="utf-8")
-    return parse_settings(text)
+    return parse_settings(data_text("bench.toml"))
 
 
 def override(scale: Scale, assignments: list[str]) -> Scale:
@@ -240,6 +220,8 @@ def override(scale: Scale, assignments: list[str]) -> Scale:
                 hint=f"fields of {path[0]}: {', '.join(target.__dataclass_fields__)}",
             )
         current = getattr(leaf, field_name)
+        if current is None:  # an optional field: the value takes its declared type
+            current = _declared_type(type(leaf), field_name)()
         if hasattr(current, "__dataclass_fields__"):
             raise UsageError(f"--set {key}: set its fields one by one, e.g. {key}.hidden_size=256")
         try:
@@ -257,6 +239,12 @@ def override(scale: Scale, assignments: list[str]) -> Scale:
         scale = replace(scale, **{path[0]: new_leaf})
     validate(scale)
     return scale
+
+
+def _declared_type(cls, name: str) -> type:
+    """`int` of a field declared `int | None`."""
+    hint = typing.get_type_hints(cls)[name]
+    return next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
 
 
 # (load, field) -> smallest value that makes sense
@@ -296,6 +284,7 @@ def validate(scale: Scale) -> None:
         )
     if not 0 < vectors.min_recall_at_10 <= 1 or vectors.noise < 0:
         raise UsageError("vectors.min_recall_at_10 must be in (0, 1] and vectors.noise at least 0")
-    from toolkit.bench.workloads.kto_lora import resolve_loss
+    from toolkit.bench.losses import resolve_loss
 
-    resolve_loss(scale.kto_lora.pref_loss)
+    if scale.kto_lora.pref_loss is not None:
+        resolve_loss(scale.kto_lora.pref_loss)

@@ -26,6 +26,7 @@ import time
 from dataclasses import replace
 
 from toolkit.bench import flops
+from toolkit.bench.shape import LORA_MODULES
 from toolkit.bench.timing import percentile
 
 NEEDS_CUDA = "needs CUDA (bitsandbytes)"
@@ -213,11 +214,7 @@ def _trainer(ctx, recipe, model, tok, data, out, optim):
     )
     lora = None
     if recipe.finetuning_type == "lora":
-        targets = (
-            "all-linear"
-            if set(recipe.lora_target) == set(flops.LORA_TARGETS_ALL)
-            else list(recipe.lora_target)
-        )
+        targets = "all-linear" if set(recipe.lora_target) == set(LORA_MODULES) else list(recipe.lora_target)
         lora = LoraConfig(
             r=recipe.lora_rank,
             lora_alpha=recipe.lora_alpha,
@@ -229,7 +226,7 @@ def _trainer(ctx, recipe, model, tok, data, out, optim):
     if recipe.stage == "kto":
         from trl import KTOConfig, KTOTrainer
 
-        from toolkit.bench.workloads.kto_lora import resolve_loss
+        from toolkit.bench.losses import resolve_loss
 
         loss_type, _ = resolve_loss(ctx.kto_loss or recipe.pref_loss)
         args = KTOConfig(beta=recipe.pref_beta, loss_type=loss_type, **common)
@@ -237,7 +234,7 @@ def _trainer(ctx, recipe, model, tok, data, out, optim):
     elif recipe.stage == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        from toolkit.bench.recipes import DPO_LOSSES
+        from toolkit.bench.losses import DPO_LOSSES
 
         losses = [DPO_LOSSES[recipe.pref_loss]] + (["sft"] if recipe.pref_ftx else [])
         weights = [1.0, recipe.pref_ftx] if recipe.pref_ftx else None
@@ -254,11 +251,11 @@ def _trainer(ctx, recipe, model, tok, data, out, optim):
 def _loss_type(ctx, recipe) -> str:
     """The TRL loss the stage runs (LLaMA-Factory's pref_loss mapped)."""
     if recipe.stage == "kto":
-        from toolkit.bench.workloads.kto_lora import resolve_loss
+        from toolkit.bench.losses import resolve_loss
 
         return resolve_loss(ctx.kto_loss or recipe.pref_loss)[0]
     if recipe.stage == "dpo":
-        from toolkit.bench.recipes import DPO_LOSSES
+        from toolkit.bench.losses import DPO_LOSSES
 
         return DPO_LOSSES[recipe.pref_loss] + (f" + sft x {recipe.pref_ftx}" if recipe.pref_ftx else "")
     return "nll"
@@ -338,7 +335,7 @@ def run_recipe(ctx, rec, recipe, model_note: str | None = None) -> None:
     if optim_note:
         rec.notes.append(optim_note)
     if recipe.stage == "kto" and (ctx.kto_loss or recipe.pref_loss) == "kto_pair":
-        from toolkit.bench.workloads.kto_lora import resolve_loss
+        from toolkit.bench.losses import resolve_loss
 
         rec.notes.append(resolve_loss("kto_pair")[1])
     _estimate(rec, recipe, ctx.device)
