@@ -47,9 +47,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from toolkit.bench.context import RunContext  # noqa: E402
+from toolkit.bench.losses import resolve_loss  # noqa: E402
 from toolkit.bench.memory import PeakMemory  # noqa: E402
 from toolkit.bench.record import WorkloadRecord  # noqa: E402
 from toolkit.bench.settings import load_settings  # noqa: E402
+from toolkit.bench.shape import LORA_MODULES  # noqa: E402
 from toolkit.bench.workloads import kto_lora, train  # noqa: E402
 
 GOAL_OVERHEAD = 0.02
@@ -83,7 +85,7 @@ def resolve(recipe_name: str, scale_name: str, sets: list[str]):
 
 def bare_spec(ctx, recipe) -> dict:
     """The recipe's values as plain numbers and strings: what a user copies into a TRL script."""
-    from toolkit.bench import architectures, flops
+    from toolkit.bench import architectures
     from toolkit.bench.synthetic import build_tokenizer
 
     if recipe.chat_format or recipe.eos_token or recipe.quantized or recipe.finetuning_type != "lora":
@@ -93,9 +95,9 @@ def bare_spec(ctx, recipe) -> dict:
     assert tok.pad_token != tok.eos_token  # else the toolkit adds a pad token, and so must the script
     stage_args: dict = {}
     if recipe.stage == "kto":
-        stage_args = {"beta": recipe.pref_beta, "loss_type": kto_lora.resolve_loss(recipe.pref_loss)[0]}
+        stage_args = {"beta": recipe.pref_beta, "loss_type": resolve_loss(recipe.pref_loss)[0]}
     elif recipe.stage == "dpo":
-        from toolkit.bench.recipes import DPO_LOSSES
+        from toolkit.bench.losses import DPO_LOSSES
 
         stage_args = {
             "beta": recipe.pref_beta,
@@ -104,7 +106,7 @@ def bare_spec(ctx, recipe) -> dict:
         }
     else:
         stage_args = {"packing": False}
-    all_linear = set(recipe.lora_target) == set(flops.LORA_TARGETS_ALL)
+    all_linear = set(recipe.lora_target) == set(LORA_MODULES)
     return {
         "stage": recipe.stage,
         "seed": ctx.seed,

@@ -24,7 +24,7 @@ def test_tiny_run_covers_every_load_and_matches_the_schema(tiny_run):
     jsonschema.validate(doc, load_schema())
     assert [r["workload"] for r in doc["results"]] == ALL_LOADS
     assert doc["complete"] is True
-    assert doc["profile"]["name"] == "cpu" and doc["environment"]["device"] == "cpu"
+    assert doc["gpu_class"]["name"] == "cpu" and doc["environment"]["device"] == "cpu"
     assert doc["configuration"]["scale"] == "tiny"
 
 
@@ -45,7 +45,7 @@ def test_exit_code_follows_the_verdict(tiny_run):
 def test_cpu_peaks_are_measured_in_the_run(tiny_run):
     _, doc, _ = tiny_run
     matmul, bandwidth = doc["results"][0], doc["results"][1]
-    peaks = doc["profile"]["peaks"]
+    peaks = doc["gpu_class"]["peaks"]
     assert peaks["flops"] == matmul["metrics"]["flops_per_second"] > 1e8
     assert peaks["bandwidth_bytes_per_second"] == bandwidth["metrics"]["bandwidth_bytes_per_second"] > 1e8
     assert "measured in this run" in peaks["flops_basis"]
@@ -73,7 +73,7 @@ def test_kto_load_measures_after_warmup(tiny_run):
     assert any("kto_pair" in n for n in kto["notes"])
     exp = kto["expected"]["tokens_per_second"]
     assert exp["min"] > 0 and "FLOP per token" in exp["basis"] and "10N" in kto["flops"]["formula"]
-    assert m["mfu_ratio"] == m["flops_per_second"] / doc["profile"]["peaks"]["flops"]
+    assert m["mfu_ratio"] == m["flops_per_second"] / doc["gpu_class"]["peaks"]["flops"]
 
 
 def test_inference_reports_prefill_decode_and_ttft_at_batch_1_and_8(tiny_run):
@@ -160,7 +160,7 @@ def test_allow_mismatch_needs_a_gpu_to_run_on(tmp_path):
 
 
 def test_mismatch_between_two_gpus_is_recorded_when_allowed():
-    from toolkit.commands.bench import resolve_profile
+    from toolkit.bench.selection import resolve_profile
     from toolkit.detect import Detection, Device
     from toolkit.errors import UsageError
 

@@ -131,3 +131,21 @@ def test_an_interrupted_run_is_not_a_baseline(two_runs, tmp_path):
     (tmp_path / "bench-partial.json").write_text(json.dumps(partial))
     found = history.previous(tmp_path, second.doc, exclude=tmp_path / second.path.name)
     assert found is not None and found.path.name == first.path.name
+
+
+def test_a_result_written_before_the_gpu_class_rename_is_still_compared(two_runs, tmp_path):
+    """Schema 1 named the GPU class section `profile`; --compare last and the history index still read
+    such a result. The old document is a real run of this test written back in the old layout."""
+    folder, _, _ = two_runs
+    new = json.loads(history.scan(folder, kind="bench")[0].path.read_text())
+    assert new["schema_version"] == 2 and "profile" not in new
+    old = {("profile" if k == "gpu_class" else k): v for k, v in new.items()} | {"schema_version": 1}
+    old.pop("comparison", None)
+    old_path = tmp_path / history.scan(folder, kind="bench")[0].path.name
+    old_path.write_text(json.dumps(old))
+    entry = history.scan(tmp_path, kind="bench")[0]
+    assert entry.profile == "cpu" and entry.doc["started_at"] == old["started_at"]
+    proc = toolkit(*FAST, "--results-dir", str(tmp_path), "--compare", "last", "--json", "-")
+    assert proc.returncode == 0, proc.stderr
+    comparison = json.loads(proc.stdout)["comparison"]
+    assert comparison["baseline"] == str(old_path) and comparison["baseline_profile"] == "cpu"

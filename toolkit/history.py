@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from toolkit.errors import UsageError
+from toolkit.glossary import gpu_class_of
 
 DEFAULT_THRESHOLD = 0.05
 
@@ -41,8 +42,8 @@ def _entry(path: Path) -> Entry | None:
     if not isinstance(doc, dict) or not isinstance(doc.get("host"), str):
         return None
     host = node_name(doc)
-    if path.name.startswith("bench-") and isinstance(doc.get("profile"), dict) and doc.get("started_at"):
-        return Entry(path, "bench", host, str(doc["profile"].get("name", "")), doc["started_at"], doc)
+    if path.name.startswith("bench-") and gpu_class_of(doc) and doc.get("started_at"):
+        return Entry(path, "bench", host, str(gpu_class_of(doc).get("name", "")), doc["started_at"], doc)
     if path.name.startswith("health-") and doc.get("collected_at") and "checks" in doc:
         return Entry(path, "health", host, "", doc["collected_at"], doc)
     return None
@@ -83,7 +84,7 @@ def by_host(entries: list[Entry]) -> dict[str, list[Entry]]:
 def previous(folder: Path, doc: dict, exclude: Path | None = None) -> Entry | None:
     """The newest complete stored bench result of the same host and profile that started before `doc`
     (an interrupted run is history, but not a baseline)."""
-    host, profile, started = node_name(doc), doc.get("profile", {}).get("name"), doc.get("started_at", "")
+    host, profile, started = node_name(doc), gpu_class_of(doc).get("name"), doc.get("started_at", "")
     skip = exclude.resolve() if exclude else None
     earlier = [
         e
@@ -111,12 +112,12 @@ def load_baseline(spec: str) -> Entry:
             doc = json.loads(path.read_text())
         except (OSError, ValueError) as err:
             raise UsageError(f"--compare {spec}: not a JSON result ({err})") from None
-        if not (isinstance(doc, dict) and isinstance(doc.get("results"), list) and doc.get("profile")):
+        if not (isinstance(doc, dict) and isinstance(doc.get("results"), list) and gpu_class_of(doc)):
             raise UsageError(
                 f"--compare {spec}: not a `toolkit bench` result",
                 hint="give a file written by `toolkit bench` (results/bench-*.json or --json PATH)",
             )
-        entry = Entry(path, "bench", str(doc.get("host", "")), doc["profile"].get("name", ""), "", doc)
+        entry = Entry(path, "bench", str(doc.get("host", "")), gpu_class_of(doc).get("name", ""), "", doc)
     return entry
 
 

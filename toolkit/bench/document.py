@@ -17,7 +17,8 @@ from typing import Any
 from toolkit.atomic import write_text_atomic
 from toolkit.glossary import CLASS_KEY, Verdict, gpu_class_of, utc_now, verdict_of
 
-SCHEMA_VERSION = 1
+# 2: the GPU class section is `gpu_class` (1 called it `profile`; both are read)
+SCHEMA_VERSION = 2
 
 
 def to_json(doc: dict) -> str:

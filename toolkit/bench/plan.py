@@ -186,40 +186,40 @@ def render(rows: list[dict], console, scale: str = "full") -> None:
     )
 
 
-def run_plan(args, recipe_list: list) -> int:
+def run_plan(request, recipe_list: list) -> int:
+    """`toolkit bench --plan`: `request` is the run's BenchRequest."""
     from toolkit.bench import recipes
     from toolkit.console import err, out
 
     requested = bool(recipe_list)
     if not recipe_list:
-        assignments = [a.partition(".")[2] for a in getattr(args, "overrides", []) if a.startswith("recipe.")]
-        recipe_list = [recipes.override(r, assignments) for r in recipes.shipped().values()]
-    profiles = _profiles(args.profile)
-    rows = plan_rows(recipe_list, profiles, getattr(args, "scale", None), getattr(args, "model", None))
+        recipe_list = [recipes.override(r, request.recipe_assignments) for r in recipes.shipped().values()]
+    profiles = _profiles(request.gpu_class)
+    rows = plan_rows(recipe_list, profiles, request.scale, request.model)
     from toolkit.bench.estimate import NOT_COUNTED
 
     doc = {
         "schema_version": PLAN_SCHEMA_VERSION,
         "document": "toolkit bench --plan",
-        "scale": getattr(args, "scale", None) or "full",
+        "scale": request.scale or "full",
         "headroom_ratio": HEADROOM,
         "not_counted": NOT_COUNTED,
         "rows": rows,
     }
     text = json.dumps(doc, indent=2) + "\n"
     scale = doc["scale"]
-    if args.json == "-":
+    if request.json == "-":
         sys.stdout.write(text)
         render(rows, err, scale)
     else:
-        if args.json:
+        if request.json:
             from toolkit.atomic import write_text_atomic
 
             try:
-                write_text_atomic(args.json, text)
+                write_text_atomic(request.json, text)
             except OSError as e:
                 raise UsageError(
-                    f"cannot write --json {args.json}: {e.strerror or e}",
+                    f"cannot write --json {request.json}: {e.strerror or e}",
                     hint="give a writable file path, or - for stdout",
                 ) from None
         render(rows, out, scale)

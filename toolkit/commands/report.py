@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from toolkit import history
     from toolkit.atomic import write_text_atomic
     from toolkit.errors import MissingDependency, UsageError
+    from toolkit.glossary import utc_stamp
 
     threshold = history.parse_threshold(args.threshold)
     folders = [history.results_dir(d) for d in (args.results_dir or [None])]
@@ -69,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
     if args.hosts:
         entries = [e for e in entries if e.host in args.hosts]
     if args.since_days is not None:
-        cutoff = (datetime.now(UTC) - timedelta(days=args.since_days)).isoformat(timespec="seconds")
-        entries = [e for e in entries if e.time.replace("Z", "+00:00") >= cutoff]
+        cutoff = utc_stamp(datetime.now(UTC) - timedelta(days=args.since_days))
+        entries = [e for e in entries if e.time >= cutoff]  # both UTC, written as glossary.utc_stamp
     if not entries:
         raise UsageError(
             f"no stored results in {', '.join(map(str, sources))}"

@@ -14,10 +14,12 @@ import sys
 from pathlib import Path
 
 from toolkit.atomic import check_writable
+from toolkit.bench.request import NODE
 from toolkit.errors import EXIT_INTERRUPTED, EXIT_UNKNOWN, EXIT_USAGE, UsageError
 from toolkit.fleet import result as fleet_result
 from toolkit.fleet import runner, transport
 from toolkit.fleet.targets import Target
+from toolkit.glossary import gpu_class_of
 
 EXIT_HOST_UNREACHABLE = 3
 BENCH_TIMEOUT = 4 * 3600.0
@@ -77,34 +79,11 @@ def _no_toolkit(target: Target) -> str:
 # -- bench ---------------------------------------------------------------------------------------------
 
 
-def bench_argv(args, target: Target) -> list[str]:
-    argv = ["bench", "--json", "-", "--results-dir", target.results_dir]
-    profile = args.profile or target.gpu_profile
-    if profile:
-        argv += ["--gpu", profile]
-    for dest, flag in (
-        ("workloads", "--workloads"),
-        ("scale", "--scale"),
-        ("threads", "--threads"),
-        ("kto_loss", "--kto-loss"),
-        ("burn_in", "--burn-in"),
-        ("arch", "--arch"),
-        ("model", "--model"),
-        ("qdrant_url", "--qdrant-url"),
-        ("gpus", "--gpus"),
-    ):
-        value = getattr(args, dest, None)
-        if value is not None:
-            argv += [flag, str(value)]
-    if args.allow_mismatch:
-        argv.append("--allow-mismatch")
-    if args.seed:
-        argv += ["--seed", str(args.seed)]
-    for recipe in args.recipes:
-        argv += ["--recipe", recipe]
-    for assignment in args.overrides:
-        argv += ["--set", assignment]
-    return argv
+def bench_argv(request, target: Target) -> list[str]:
+    """The node's command line: the request's options that travel to a node, the host's own GPU class
+    (inventory `gpu_profile`) where the command line names none, and its JSON on stdout."""
+    node = request.but(gpu_class=request.gpu_class or target.gpu_profile)
+    return ["bench", "--json", "-", "--results-dir", target.results_dir, *node.to_argv(NODE)]
 
 
 def _bench_preflight(args, targets: list[Target]) -> None:
@@ -120,7 +99,7 @@ def _bench_preflight(args, targets: list[Target]) -> None:
     )
     catalog = load_catalog()
     for t in targets:
-        profile = args.profile or t.gpu_profile
+        profile = args.gpu_class or t.gpu_profile
         if profile and profile.lower() != CPU_PROFILE:
             try:
                 catalog.get(profile)
@@ -133,9 +112,9 @@ def _bench_preflight(args, targets: list[Target]) -> None:
                 hint="use a shipped recipe (toolkit bench --list), or copy the file to each node, run there",
             )
     if args.workloads:
-        from toolkit.commands.bench import _workloads
+        from toolkit.bench.selection import select_workloads
 
-        _workloads(args.workloads, measured_peaks=False, distributed=True)  # unknown names: exit 2
+        select_workloads(args.workloads, measured_peaks=False, distributed=True)  # unknown names: exit 2
 
 
 def _bench_host(run: runner.HostRun) -> fleet_result.HostResult:
@@ -207,13 +186,13 @@ def run_bench(args) -> int:
 
     def store(host: fleet_result.HostResult) -> None:
         doc = host.doc
-        if not doc or not isinstance(doc.get("profile"), dict) or "started_at" not in doc:
+        if not doc or not gpu_class_of(doc) or "started_at" not in doc:
             return
         doc.setdefault("fleet", {})["inventory_host"] = host.name
         path = folder / report.result_filename(
             doc["started_at"],
             doc.get("host", host.name),
-            doc["profile"]["name"],
+            gpu_class_of(doc)["name"],
             fleet_result.safe_name(host.name),
         )
         if args.compare:
@@ -360,7 +339,7 @@ def run_health(args) -> int:
 
 
 def _run_fleet(args, command, targets, script, interpret, store, timeout, folder, exit_code=max) -> dict:
-    from toolkit.bench.report import utc_now
+    from toolkit.glossary import utc_now
     from toolkit.console import err
 
     results: dict[str, fleet_result.HostResult] = {}

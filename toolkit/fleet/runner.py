@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from toolkit.fleet import transport
 from toolkit.fleet.targets import Target
+from toolkit.glossary import utc_now
 
 DEFAULT_FORKS = 5  # Ansible's default
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -106,7 +107,7 @@ def run_all(
             r.state = "not_started"
             return r
         r.state, r.started = "running", time.monotonic()
-        r.started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        r.started_at = utc_now()
 
         def line(text: str) -> None:
             if not text.startswith(transport.VERSION_PREFIX):

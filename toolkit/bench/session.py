@@ -1,0 +1,262 @@
+"""A session runs one prepared request: it starts the run document, runs the loads (or the burn-in)
+with progress on stderr, keeps every finished load on disk, and ends with the table, the comparison
+and the exit code. A rank of a `--gpus N` run runs the same session; its `Rank` hands the records to
+rank 0, which alone writes the document.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+
+from toolkit.bench.document import RunDocument
+from toolkit.bench.request import BenchRequest
+from toolkit.bench.setup import RunSetup
+from toolkit.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED
+from toolkit.glossary import verdict_exit_code
+
+
+def run(request: BenchRequest, setup: RunSetup, rank=None) -> int:
+    from toolkit.bench.runner import Interrupts
+    from toolkit.console import err
+
+    ctx = _context(request, setup)
+    doc = _start_document(request, setup, ctx, rank)
+    progress = _Progress(doc, rank, setup.settings.warn_ratio)
+    err.print(
+        f"toolkit bench: profile {setup.gpu_class}, device {setup.device} ({setup.found.summary}), "
+        f"scale {setup.scale.name}, loads {', '.join(setup.workloads)}",
+        highlight=False,
+    )
+    for recipe in setup.recipes:
+        if recipe.unhonoured:
+            err.print(
+                f"recipe {recipe.name}: not honoured: {', '.join(k for k, _ in recipe.unhonoured)} "
+                "(reasons in the report)",
+                highlight=False,
+            )
+    burn_in = setup.workloads == ("burn_in",)
+    # a rank tells torchrun's SIGTERM (another rank failed) from the user's Ctrl-C
+    guard = Interrupts() if rank is None and not burn_in else None
+    with _signals(rank, guard):
+        doc.save()
+        _records, interrupted = _run_loads(ctx, setup, doc, progress, guard)
+    if rank is not None:  # a rank that failed or was interrupted has left in rank.collect
+        return rank.finish(doc)
+    return _finish(request, doc, interrupted)
+
+
+def _context(request: BenchRequest, setup: RunSetup):
+    from toolkit.bench.context import Peaks, RunContext
+    from toolkit.units import si
+
+    spec = setup.spec
+    dtype = spec.tensor_dtype if setup.device != "cpu" else "float32"
+    peaks = Peaks()
+    if spec is not None:
+        bandwidth = spec.value("memory_bandwidth_bytes_per_second")
+        peaks = Peaks(
+            flops=spec.tensor_flops,
+            flops_basis=f"{spec.key} dense {dtype} tensor peak {si(spec.tensor_flops, 'FLOP/s')}",
+            bandwidth=bandwidth,
+            bandwidth_basis=f"{spec.key} datasheet bandwidth {si(bandwidth, 'B/s')}",
+        )
+    return RunContext(
+        device=setup.device,
+        dtype=dtype,
+        scale=setup.scale,
+        settings=setup.settings,
+        profile=setup.gpu_class,
+        gpu_class=spec,
+        peaks=peaks,
+        seed=request.seed,
+        kto_loss=request.kto_loss,
+        recipes={r.name: r for r in setup.recipes},
+        model_path=request.model,
+        qdrant=setup.qdrant,
+    )
+
+
+def _start_document(request: BenchRequest, setup: RunSetup, ctx, rank) -> RunDocument:
+    from toolkit.bench import environment, report
+    from toolkit.glossary import utc_now
+
+    host = socket.gethostname()
+    started = utc_now()
+    path = setup.results_dir / report.result_filename(started, host, setup.gpu_class)
+    if rank is not None:  # --gpus N: the launcher named the result; only rank 0 writes it
+        started, path = rank.started_at, rank.saved_path
+    settings = setup.settings
+    doc = RunDocument.start(
+        host=host,
+        started_at=started,
+        path=path,
+        gpu_class={
+            "name": setup.gpu_class,
+            "requested": request.gpu_class,
+            "class": setup.spec.as_dict()
+            if setup.spec
+            else {"class": "cpu", "peaks": "measured in this run"},
+            "detected": setup.found.summary,
+            "mismatch": setup.mismatch,
+            "peaks": ctx.peaks.as_dict(),
+        },
+        environment=environment.collect(setup.device, setup.found),
+        configuration={
+            "scale": setup.scale.name,
+            "overrides": list(request.overrides),
+            "workloads": list(setup.workloads),
+            "recipes": [r.summary() for r in setup.recipes],
+            "model": request.model or "synthetic weights of the recipe's architecture",
+            "seed": request.seed,
+            "dtype": ctx.dtype,
+            "floors": {k: {"values": v.values, "basis": v.basis} for k, v in settings.floors.items()},
+            "warn_ratio": settings.warn_ratio,
+        },
+        writer=rank is None or rank.is_main,
+        peaks=ctx.peaks,
+    )
+    if rank is not None:
+        rank.annotate(doc, setup.device)
+    return doc
+
+
+class _Progress:
+    """The running load on stderr (a bar on a terminal) and in the saved file (at most once a second),
+    and one line per finished load."""
+
+    def __init__(self, doc: RunDocument, rank, warn_ratio: float):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from toolkit.console import err
+
+        self.doc, self.rank, self.warn_ratio = doc, rank, warn_ratio
+        self.bar = Progress(
+            TextColumn("{task.description:<18}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        )
+        self.task = None
+        self.saved_at = 0.0
+
+    def on_start(self, ctx, name: str) -> None:
+        self.task = self.bar.add_task(name, total=None)
+        self.saved_at = time.monotonic()
+
+        def on_progress(done: int, total: int) -> None:
+            self.bar.update(self.task, completed=done, total=total)
+            if time.monotonic() - self.saved_at >= 1:
+                self.doc.progress(name, done, total)
+                self.saved_at = time.monotonic()
+
+        ctx.progress = on_progress
+
+    def on_done(self, rec) -> None:
+        from rich.markup import escape
+
+        from toolkit.bench import report
+        from toolkit.console import err
+
+        self.bar.remove_task(self.task)
+        # --gpus N: every rank hands its record to rank 0, which keeps the aggregate
+        result = rec.as_dict() if self.rank is None else self.rank.collect(rec, self.warn_ratio)
+        if result is None:
+            return
+        self.doc.add_result(result)
+        line = escape(report.summary_line(rec))  # error messages may quote [bracketed] library text
+        err.print(
+            f"[{report.STATUS_STYLE.get(rec.status, '')}]{rec.status:>5}[/] {rec.workload}: {line}",
+            highlight=False,
+        )
+
+
+def _run_loads(ctx, setup: RunSetup, doc: RunDocument, progress: _Progress, guard):
+    from toolkit.bench.runner import run_loads
+
+    def on_start(name: str) -> None:
+        progress.on_start(ctx, name)
+
+    with progress.bar:
+        if setup.workloads != ("burn_in",):
+            return run_loads(ctx, list(setup.workloads), on_start, progress.on_done, guard)
+        from toolkit.bench import burnin
+
+        # the burn-in record is saved after every interval, so a killed burn-in keeps the finished ones
+        def done(rec) -> None:
+            doc.replace_running(None)
+            progress.on_done(rec)
+
+        return burnin.run(
+            ctx, setup.burn_in_seconds, on_start, done, lambda rec: doc.replace_running(rec.as_dict())
+        )
+
+
+class _signals:
+    """SIGTERM (and SIGINT, through the guard) for the time the loads run; restored after."""
+
+    def __init__(self, rank, guard):
+        self.rank, self.guard = rank, guard
+
+    def __enter__(self):
+        rank, guard = self.rank, self.guard
+        handler = rank.on_sigterm if rank else guard.handler if guard else _raise_interrupt
+        self.previous = signal.signal(signal.SIGTERM, handler)
+        # (an ignored SIGINT, as nohup or a background job inherits it, stays ignored)
+        keep_int = guard is None or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        self.previous_int = None if keep_int else signal.signal(signal.SIGINT, guard.handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGTERM, self.previous)
+        if self.previous_int is not None:
+            signal.signal(signal.SIGINT, self.previous_int)
+
+
+def _finish(request: BenchRequest, doc: RunDocument, interrupted: bool) -> int:
+    from toolkit.bench import report
+    from toolkit.console import err, out
+
+    doc.finish(interrupted=interrupted)
+    comparison = _comparison(request, doc)
+    if comparison:
+        doc.set_comparison(comparison)
+        doc.save()
+    report.publish(doc.as_dict(), doc.path, request.json, out, err)
+    if comparison:
+        report.render_comparison(comparison, err if request.json == "-" else out)
+    if interrupted:
+        err.print("Interrupted: the loads that finished are kept in the saved result.")
+        return EXIT_INTERRUPTED
+    code = verdict_exit_code(doc.verdict)
+    if code == 0 and comparison and comparison["regressions"] and request.fail_on_regression:
+        return EXIT_CHECK_FAILED
+    return code
+
+
+def _comparison(request: BenchRequest, doc: RunDocument) -> dict | None:
+    from toolkit import history
+    from toolkit.bench.setup import _baseline
+    from toolkit.console import err
+
+    if not request.compare:
+        return None
+    data = doc.as_dict()
+    baseline = _baseline(request) or history.previous(doc.path.parent, data, exclude=doc.path)
+    if baseline is None:
+        err.print(
+            f"--compare last: no earlier result of {data['host']} ({doc.gpu_class['name']}) in "
+            f"{doc.path.parent}: nothing to compare with yet",
+            highlight=False,
+        )
+        return None
+    threshold = history.parse_threshold(request.threshold)
+    return history.comparison_doc(baseline, history.compare(baseline.doc, data, threshold), threshold)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
