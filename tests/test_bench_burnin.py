@@ -18,7 +18,7 @@ import time
 import jsonschema
 import pytest
 
-from toolkit.bench import burnin
+from toolkit.bench import burnin, burnin_sampler
 from toolkit.errors import UsageError
 from toolkit.health.collectors.gpu_nvidia import CLOCK_EVENT_REASONS
 
@@ -250,7 +250,7 @@ def test_nan_always_counts_and_16_bit_results_are_checked():
 
 def test_power_cap_in_4_of_10_samples():
     masks = [BIT["sw_power_cap"]] * 4 + [0] * 6
-    s = burnin.summarize_clock_events(masks)
+    s = burnin_sampler.summarize_clock_events(masks)
     assert s["summary"] == "throttled: SW power cap 40% of samples"
     assert s["throttled"] is True and s["hw_reasons"] == [] and s["samples"] == 10
     assert s["reasons"]["sw_power_cap"] == {"label": "SW power cap", "samples": 4, "fraction": 0.4}
@@ -260,7 +260,7 @@ def test_power_cap_in_4_of_10_samples():
 def test_hw_reasons_and_samples_that_could_not_be_read():
     cap, thermal, boost = BIT["sw_power_cap"], BIT["hw_thermal_slowdown"], BIT["sync_boost"]
     masks = [cap | boost, cap | thermal, thermal, boost, None, None]  # None: NVML did not answer
-    s = burnin.summarize_clock_events(masks)
+    s = burnin_sampler.summarize_clock_events(masks)
     assert s["samples"] == 4
     assert s["summary"] == (
         "throttled: HW thermal slowdown 50% of samples, SW power cap 50% of samples; "
@@ -270,15 +270,15 @@ def test_hw_reasons_and_samples_that_could_not_be_read():
 
 
 def test_idle_or_sync_boost_is_not_throttling_and_no_samples_is_unknown():
-    s = burnin.summarize_clock_events([BIT["gpu_idle"], BIT["sync_boost"], 0])
+    s = burnin_sampler.summarize_clock_events([BIT["gpu_idle"], BIT["sync_boost"], 0])
     assert s["throttled"] is False and s["summary"].startswith("not throttled (3 samples)")
-    empty = burnin.summarize_clock_events([None, None])
+    empty = burnin_sampler.summarize_clock_events([None, None])
     assert empty["throttled"] is None and empty["summary"] == "clock-event reasons not sampled"
 
 
 def test_status_fail_on_errors_warn_on_hw_throttle_pass_on_power_cap():
-    cap = burnin.summarize_clock_events([BIT["sw_power_cap"]] * 2 + [0] * 3)
-    hot = burnin.summarize_clock_events([BIT["sw_thermal_slowdown"], 0])
+    cap = burnin_sampler.summarize_clock_events([BIT["sw_power_cap"]] * 2 + [0] * 3)
+    hot = burnin_sampler.summarize_clock_events([BIT["sw_thermal_slowdown"], 0])
     expected, verdict = burnin.judge(0, {"cuda:0": cap})
     assert expected["errors_total"]["status"] == "pass"
     assert expected["throttled_samples_ratio"]["status"] == "pass"
@@ -299,9 +299,9 @@ def test_gpu_samples_are_aggregated_as_read():
         {"temperature_celsius": None, "power_watts": None, "sm_clock_mhz": None, "clock_events": None},
     ]
     samples = [{"t": float(i), "gpus": {"cuda:0": r}} for i, r in enumerate(rows)]
-    stats = burnin._gpu_stats(samples, "cuda:0")
+    stats = burnin_sampler.gpu_stats(samples, "cuda:0")
     assert stats["samples"] == 3 and stats["temperature_max_celsius"] == 74
     assert stats["power_mean_watts"] == pytest.approx(674.75) and stats["power_max_watts"] == 699.0
     assert stats["sm_clock_min_mhz"] == 1755 and stats["clock_events"]["samples"] == 2
     assert stats["clock_events"]["summary"] == "throttled: SW power cap 50% of samples"
-    assert burnin._gpu_stats(samples, "cuda:1")["temperature_max_celsius"] is None
+    assert burnin_sampler.gpu_stats(samples, "cuda:1")["temperature_max_celsius"] is None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STATUS_ORDER = {"skipped": -1, "pass": 0, "warn": 1, "fail": 2, "error": 3}
+from toolkit.glossary import STATUS_ORDER as STATUS_ORDER  # re-exported for importers of record
+from toolkit.glossary import LoadStatus, worst_status
 
 
 @dataclass
@@ -61,11 +62,9 @@ class WorkloadRecord:
 
     def settle(self) -> str:
         """The load's status: the worst of its checks unless an error already decided it."""
-        if self.status in ("error", "fail", "skipped"):
+        if self.status in (LoadStatus.ERROR, LoadStatus.FAIL, LoadStatus.SKIPPED):
             return self.status
-        worst = max(
-            (e["status"] for e in self.expected.values()), key=STATUS_ORDER.__getitem__, default="pass"
-        )
+        worst = worst_status(e["status"] for e in self.expected.values())
         self.status = worst
         return worst
 

@@ -9,7 +9,6 @@ leaves the loads that finished on disk.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import sys
 import time
@@ -17,8 +16,10 @@ import traceback
 from collections.abc import Callable
 
 from toolkit.bench.context import RunContext
+from toolkit.bench.epilogue import close_load
 from toolkit.bench.memory import PeakMemory
-from toolkit.bench.record import STATUS_ORDER, WorkloadRecord
+from toolkit.bench.record import WorkloadRecord
+from toolkit.glossary import verdict_of
 
 OOM_MARKERS = (
     "out of memory",
@@ -39,28 +40,6 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in OOM_MARKERS):
         return "fail", "out_of_memory"
     return "error", "crashed"
-
-
-# below this a load's own memory drowns in the RSS noise of the process (measured: tiny loads of
-# 3-13 MiB read 0.6-8x their estimate, loads of 0.4-2.2 GiB within 5%)
-CPU_COMPARABLE_BYTES = 64 * 2**20
-
-
-def _estimate_ratio(rec: WorkloadRecord) -> None:
-    """Measured peak over the load's memory estimate (on the CPU the RSS the load added)."""
-    m = rec.metrics
-    estimate, peak = m.get("memory_estimate_bytes"), m.get("peak_memory_bytes")
-    if not (estimate and peak and m.get("steps_completed")):
-        return
-    on_cpu = "baseline_memory_bytes" in m
-    if on_cpu and estimate < CPU_COMPARABLE_BYTES:
-        rec.notes.append(
-            f"memory estimate {estimate / 2**20:.1f} MiB: too small to compare with the process's RSS "
-            f"(one-time allocations of tens of MiB); compared from {CPU_COMPARABLE_BYTES >> 20} MiB up"
-        )
-        return
-    used = peak - (m.get("baseline_memory_bytes") or 0)
-    m["memory_measured_over_estimate_ratio"] = round(used / estimate, 4)
 
 
 def _reached(rec: WorkloadRecord) -> str:
@@ -112,25 +91,10 @@ def run_loads(
         finally:
             if guard is not None:
                 guard.inside = False
-            rec.duration_seconds = round(time.perf_counter() - t0, 3)
-            try:
-                rec.metrics.update(memory.read())
-                _estimate_ratio(rec)
-                rec.notes.append(memory.note)
-            except Exception as exc:  # memory stats are best effort after a crash
-                rec.notes.append(f"peak memory unavailable: {exc}")
-            rec.settle()
-            gc.collect()
-            if ctx.device != "cpu":
-                try:
-                    torch.cuda.empty_cache()
-                except (
-                    Exception
-                ) as exc:  # a sticky CUDA error (illegal address, device assert) poisons the context
-                    rec.notes.append(f"device unusable after this load: {exc}")
-                    on_done(rec)
-                    return records, False
+            usable = close_load(ctx, rec, memory, t0)
         on_done(rec)
+        if not usable:  # the loads left would only fail on the poisoned context
+            return records, False
         if interrupted or (guard is not None and guard.pending):
             return records, True
     return records, False
@@ -157,9 +121,5 @@ class Interrupts:
 
 
 def verdict(records: list[WorkloadRecord], interrupted: bool) -> str:
-    if interrupted:
-        return "interrupted"
-    if not records:
-        return "error"
-    worst = max((r.status for r in records), key=STATUS_ORDER.__getitem__)
-    return "pass" if worst == "skipped" else worst
+    """The run's verdict for callers that hold records; the rule itself is the glossary's."""
+    return verdict_of([r.status for r in records], interrupted)
