@@ -20,7 +20,7 @@ import pytest
 
 from toolkit.bench import burnin, burnin_sampler
 from toolkit.errors import UsageError
-from toolkit.health.collectors.gpu_nvidia import CLOCK_EVENT_REASONS
+from toolkit.nvml import CLOCK_EVENT_REASONS
 
 from conftest import REPO, load_schema, toolkit
 

@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from toolkit.health import prom, run
 from toolkit.health.collectors import gpu_amd, gpu_nvidia
 from toolkit.health.collectors.gpu_amd import checks_from_amdsmi, read_amdsmi
-from toolkit.health.collectors.gpu_nvidia import (
-    GPU_FIELDS,
-    checks_from_nvml,
-    decode_clock_events,
-    read_nvml,
-)
+from toolkit.health.collectors.gpu_nvidia import GPU_FIELDS, read_nvml
+from toolkit.health.collectors.gpu_nvidia_rules import checks_from_nvml
 from toolkit.health.model import Status
+from toolkit.nvml import decode_clock_events
 
 FIXTURES = Path(__file__).parent / "fixtures" / "health"
 
@@ -463,11 +462,32 @@ def test_read_nvml_without_a_driver():
 
 
 def test_collect_for_real():
-    result = gpu_nvidia.collect(expect_gpus=None)
-    assert result.name == "gpu"
-    assert result.checks
-    if result.up:
-        assert result.info["driver_version"]
+    """The GPU section as `toolkit health` reads it here: NVML for real, then amdsmi, through the run."""
+    raw = read_nvml()
+    report = run.collect(run.Options(skip={"bmc", "docker", "system", "qdrant"}))
+    [section] = report.collectors
+    samples = prom.render(report, 0.0).splitlines()
+    assert section.name == "gpu"
+    if raw["available"]:  # an NVIDIA host
+        assert section.up and section.info["driver_version"] == raw["driver_version"]
+        assert checks(section)["gpu.count"].value == raw["gpu_count"]
+        assert 'toolkit_up{collector="gpu"} 1' in samples
+        return
+    if read_amdsmi()["available"]:  # an AMD host
+        assert section.up and section.info["vendor"] == "amd"
+        return
+    # no driver here: the NVIDIA result says why, names NVML's error, and exports no measurement
+    assert not section.up and report.status is Status.OK
+    assert re.fullmatch(r"no NVIDIA driver \((LibraryNotFound|DriverNotLoaded): .+\)", section.detail)
+    [check] = section.checks
+    assert (check.name, check.status, check.value, check.metric) == ("gpu.nvidia", Status.OK, None, None)
+    assert check.detail == section.detail
+    assert 'toolkit_up{collector="gpu"} 0' in samples
+    assert 'toolkit_check_status{check="gpu.nvidia",collector="gpu"} 0' in samples
+    assert not [line for line in samples if line.startswith("toolkit_gpu_")]
+    expected = gpu_nvidia.collect(expect_gpus=2)
+    assert not expected.up and expected.status is Status.CRITICAL
+    assert expected.checks[0].detail == f"expected 2 GPU(s), but {section.detail}"
 
 
 # --------------------------------------------------------------------------- AMD

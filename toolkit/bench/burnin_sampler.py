@@ -17,13 +17,13 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from toolkit.health.collectors.gpu_nvidia import (
+from toolkit.nvml import (
     CLOCK_EVENT_REASONS,
     CLOCK_EVENT_STATUS,
     CLOCK_EVENT_TEXT,
-    _error_name,
-    _Guard,
+    NvmlGuard,
     decode_clock_events,
+    error_name,
 )
 
 SAMPLE_SECONDS = 1.0
@@ -122,11 +122,11 @@ class Sampler(threading.Thread):
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as err:  # an AMD GPU, or no NVIDIA driver library
-            self.note = f"no NVML ({_error_name(err)}: {err}): GPU readings not sampled"
+            self.note = f"no NVML ({error_name(err)}: {err}): GPU readings not sampled"
             return
         self.nvml = pynvml
         for device in devices:
-            g = _Guard(pynvml)
+            g = NvmlGuard(pynvml)
             h = None
             for attempt in _nvml_lookups(device):
                 h = g.get("handle", attempt)
@@ -201,7 +201,7 @@ class Sampler(threading.Thread):
 
     def _read_gpu(self, gpu: _Gpu) -> dict:
         nvml, h = self.nvml, gpu.handle
-        g = _Guard(nvml)
+        g = NvmlGuard(nvml)
         sensor = getattr(nvml, "NVML_TEMPERATURE_GPU", 0)
         temp = g.get(
             "temperature",

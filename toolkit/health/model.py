@@ -1,36 +1,16 @@
 """Checks, statuses and the report every collector and output shares.
 
-Statuses follow the Nagios plugin convention (REFERENCE.md): the numeric value
-of a status is the exit code a monitoring system reads.
+Statuses follow the Nagios plugin convention (docs/REFERENCE.md, exit codes): the numeric value
+of a status is the exit code a monitoring system reads. `Status` is the shared one of `toolkit.glossary`.
 """
 
 from __future__ import annotations
 
-import enum
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class Status(enum.IntEnum):
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @property
-    def severity(self) -> int:
-        # Worst-of order for the overall status: critical > warning > unknown > ok. An unknown
-        # check (a BMC that does not answer) never hides a real warning elsewhere.
-        return {Status.OK: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.CRITICAL: 3}[self]
-
-    @classmethod
-    def parse(cls, text: str) -> Status:
-        return cls[text.upper()]
+from toolkit.glossary import Status
 
 
 def worst(statuses) -> Status:

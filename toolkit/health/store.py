@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import json
 import os
@@ -13,6 +12,7 @@ from pathlib import Path
 
 from toolkit.atomic import write_text_atomic
 from toolkit.errors import HealthError
+from toolkit.glossary import utc_now
 from toolkit.health.model import Status, worst
 
 DEFAULT_DIR = "/var/lib/toolkit/health"
@@ -102,5 +102,5 @@ def summarise(folder: Path, since_days: float | None = None) -> dict:
         if reports
         else "unknown",
         "checks": rows,
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "generated_at": utc_now(),
     }

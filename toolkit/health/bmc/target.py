@@ -1,7 +1,7 @@
 """BMC targets (`ipmi://USER@HOST[:PORT]`, `redfish://USER@HOST[:PORT]`) and where passwords come from.
 
-REFERENCE.md: the password comes from `TOOLKIT_BMC_PASSWORD` or a password file (or the 0600 config
-file written by the `health_report` role) — never from the command line, never printed.
+The password comes from `TOOLKIT_BMC_PASSWORD` or a password file (or the 0600 config file written by
+the `health_report` role) — never from the command line, never printed (docs/REFERENCE.md, BMC settings).
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from toolkit.health.collector import Context
 from toolkit.health.model import CollectorResult, Status
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
@@ -80,6 +81,13 @@ def collect(cfg: dict, nvidia_gpus: bool = False) -> CollectorResult:
         _container_check(result, client, name)
     client.close()
     return result
+
+
+class DockerCollector:
+    name = "docker"
+
+    def collect(self, ctx: Context) -> CollectorResult:
+        return collect(ctx.config.get("docker") or {}, bool(ctx.nvidia_gpus()))
 
 
 def _container_check(result: CollectorResult, client, name: str) -> None:

@@ -31,11 +31,14 @@ import contextlib
 import json
 from typing import Any
 
-from toolkit.health.collectors.gpu_nvidia import (
+from toolkit.health.collector import Context
+from toolkit.health.collectors.gpu_rules import (
     COLLECTOR,
     SLOWDOWN_MARGIN_C,
     add,
     fmt_number,
+    gpu_settings,
+    judge_temperature,
     memory_checks,
     power_checks,
     report_no_driver,
@@ -205,15 +208,6 @@ def read_amdsmi() -> dict:
 # --------------------------------------------------------------------------- rules
 
 
-def _judge(temp: float, warning: float, critical: float, source: str) -> tuple[Status, str]:
-    limits = f"warning at {fmt_number(warning)} °C, critical at {fmt_number(critical)} °C ({source})"
-    if temp >= critical:
-        return Status.CRITICAL, f"{fmt_number(temp)} °C: at or above the {source}; {limits}"
-    if temp >= warning:
-        return Status.WARNING, f"{fmt_number(temp)} °C: near the {source}; {limits}"
-    return Status.OK, limits
-
-
 def _temperatures(result: CollectorResult, prefix: str, gpu: dict, thresholds: dict | None, labels: dict):
     primary = "hotspot" if gpu.get("temperature_hotspot_c") is not None else "edge"
     temp = gpu.get(f"temperature_{primary}_c")
@@ -225,7 +219,7 @@ def _temperatures(result: CollectorResult, prefix: str, gpu: dict, thresholds: d
     if temp is None:
         status, detail = Status.OK, "temperature not supported"
     else:
-        status, detail = _judge(temp, warning, critical, source)
+        status, detail = judge_temperature(temp, warning, critical, source)
         detail = f"{primary} sensor; {detail}"
     add(
         result,
@@ -244,7 +238,9 @@ def _temperatures(result: CollectorResult, prefix: str, gpu: dict, thresholds: d
             continue
         crit = gpu.get(f"temperature_{sensor}_critical_c")
         if crit:
-            status, detail = _judge(value, crit - SLOWDOWN_MARGIN_C, crit, f"{sensor} critical limit")
+            status, detail = judge_temperature(
+                value, crit - SLOWDOWN_MARGIN_C, crit, f"{sensor} critical limit"
+            )
         else:
             status, detail = Status.OK, f"{sensor} sensor (no critical limit reported)"
         add(
@@ -343,6 +339,13 @@ def checks_from_amdsmi(
 
 def collect(expect_gpus: int | None = None, thresholds: dict | None = None) -> CollectorResult:
     return checks_from_amdsmi(read_amdsmi(), expect_gpus, thresholds)
+
+
+class AmdCollector:
+    name = COLLECTOR
+
+    def collect(self, ctx: Context) -> CollectorResult:
+        return collect(*gpu_settings(ctx))
 
 
 if __name__ == "__main__":

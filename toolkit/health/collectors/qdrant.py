@@ -14,132 +14,24 @@ and travels only in the `api-key` header.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 import ssl
 import stat
 import time
 import warnings
-from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-from toolkit.errors import HealthError
 from toolkit.health import secrets
+from toolkit.health.collector import Context
+from toolkit.health.collectors.qdrant_settings import API_KEY_ENV, QdrantSettings, settings
 from toolkit.health.model import CollectorResult, Status
 
-DEFAULT_TIMEOUT = 3.0
-KEYS = {"url", "api_key", "timeout", "required", "storage_path", "expect_gpu_indexing", "insecure", "ca"}
-API_KEY_ENV = "TOOLKIT_QDRANT_API_KEY"
 COLLECTION_STATUS = {
     "green": (Status.OK, "green"),
     "yellow": (Status.WARNING, "yellow: optimizing (indexing runs; searches may be slower until it ends)"),
     "grey": (Status.WARNING, "grey: optimizations pending but not triggered (any update starts them)"),
     "red": (Status.CRITICAL, "red: an operation failed and was not recovered"),
 }
-
-
-class QdrantConfigError(HealthError):
-    pass
-
-
-@dataclass
-class QdrantSettings:
-    url: str  # scheme://host:port[/prefix], no trailing slash
-    api_key: str | None = field(default=None, repr=False)
-    timeout: float = DEFAULT_TIMEOUT
-    required: bool = False
-    storage_path: str | None = None
-    expect_gpu_indexing: bool | None = None  # None: warn only where this node has NVIDIA GPUs
-    verify: bool | str = True
-    local: bool = False  # the URL points at this node: its GPUs are Qdrant's GPUs
-
-    @property
-    def display(self) -> str:
-        return self.url
-
-
-def settings(cfg, url: str | None = None) -> QdrantSettings | None:
-    """The Qdrant settings from the settings file's `qdrant:` section and `--qdrant-url` (which wins), or
-    None when neither names a URL. Bad settings raise QdrantConfigError (exit 3, UNKNOWN)."""
-    if cfg is None:
-        cfg = {}
-    if not isinstance(cfg, dict):
-        raise QdrantConfigError(
-            f"the qdrant setting must be a mapping, not {type(cfg).__name__}",
-            hint='for example  qdrant: {url: "http://127.0.0.1:6333", required: true}',
-        )
-    unknown = sorted(set(cfg) - KEYS)
-    if unknown:
-        raise QdrantConfigError(
-            f"unknown qdrant setting(s) {', '.join(map(str, unknown))}",
-            hint=f"known: {', '.join(sorted(KEYS))}",
-        )
-    url = url or cfg.get("url")
-    if not url:
-        return None
-    api_key = os.environ.get(API_KEY_ENV) or cfg.get("api_key") or None
-    if api_key is not None:
-        api_key = str(api_key)
-        secrets.register(api_key)
-    parts = urlsplit(str(url))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise QdrantConfigError(
-            f"the Qdrant URL {secrets.redact(str(url))!r} must be http:// or https:// with a host",
-            hint="for example --qdrant-url http://127.0.0.1:6333",
-        )
-    if parts.username or parts.password or parts.query:
-        raise QdrantConfigError(  # never echo it: it may hold the key
-            "the Qdrant URL must not carry credentials or a query",
-            hint=f"put the API key in {API_KEY_ENV} or qdrant.api_key in a 0600 settings file",
-        )
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 6333)
-    except ValueError as err:
-        raise QdrantConfigError(f"bad port in the Qdrant URL: {err}", hint="http://HOST:6333") from None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    timeout = cfg.get("timeout", DEFAULT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 300:
-        raise QdrantConfigError(
-            f"qdrant.timeout must be a number of seconds (0-300], not {timeout!r}",
-            hint="for example timeout: 3",
-        )
-    for key in ("required", "insecure"):
-        if not isinstance(cfg.get(key, False), bool):
-            raise QdrantConfigError(
-                f"qdrant.{key} must be true or false, not {cfg[key]!r}", hint=f"{key}: true"
-            )
-    expect = cfg.get("expect_gpu_indexing", "auto")
-    if expect not in (True, False, "auto"):
-        raise QdrantConfigError(
-            f"qdrant.expect_gpu_indexing must be true, false or auto, not {expect!r}",
-            hint="auto: expected where Qdrant runs on this node and this node has NVIDIA GPUs",
-        )
-    verify: bool | str = not cfg.get("insecure", False)
-    if verify and cfg.get("ca"):
-        if not os.path.isfile(str(cfg["ca"])):
-            raise QdrantConfigError(f"qdrant.ca {cfg['ca']} is not a readable file", hint="a PEM CA bundle")
-        verify = str(cfg["ca"])
-    storage = cfg.get("storage_path")
-    return QdrantSettings(
-        url=f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}",
-        api_key=api_key,
-        timeout=float(timeout),
-        required=bool(cfg.get("required", False)),
-        storage_path=str(storage) if storage else None,
-        expect_gpu_indexing=None if expect == "auto" else expect,
-        verify=verify,
-        local=_is_local(parts.hostname),
-    )
-
-
-def _is_local(host: str) -> bool:
-    if host in ("localhost", socket.gethostname()):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _Failed(Exception):
@@ -482,3 +374,28 @@ def _storage(result: CollectorResult, path: str, deadline: float) -> None:
         f"{free / 2**30:,.1f} GiB free",
         "toolkit_qdrant_storage_used_bytes",
     )
+
+
+class QdrantCollector:
+    """Reads beside the local collectors; GPU indexing is judged once the GPU section is known."""
+
+    name = "qdrant"
+
+    def __init__(self) -> None:
+        self.settings: QdrantSettings | None = None
+
+    def prepare(self, ctx: Context) -> bool:
+        self.settings = settings(ctx.config.get("qdrant"), ctx.opts.qdrant_url)
+        return self.settings is not None
+
+    def deadline(self) -> float:
+        return self.settings.timeout + 1.0  # the read keeps its own deadline; a second to hand it over
+
+    def collect(self, ctx: Context) -> CollectorResult:
+        return collect(self.settings)
+
+    def settle(self, ctx: Context, result: CollectorResult | None, waited: float) -> CollectorResult:
+        if result is None:
+            result = overdue(self.settings, waited)
+        judge_gpu_indexing(result, self.settings, ctx.nvidia_gpus())
+        return result

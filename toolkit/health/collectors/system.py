@@ -8,6 +8,7 @@ import re
 import shlex
 from pathlib import Path
 
+from toolkit.health.collector import Context
 from toolkit.health.model import CollectorResult, Status
 
 GRUB_DROPIN = "/etc/default/grub.d/90-toolkit.cfg"
@@ -90,6 +91,13 @@ def collect(cfg: dict) -> CollectorResult:
     )
     _cmdline_check(result, cfg)
     return result
+
+
+class SystemCollector:
+    name = "system"
+
+    def collect(self, ctx: Context) -> CollectorResult:
+        return collect(ctx.config.get("system") or {})
 
 
 def _cmdline_check(result: CollectorResult, cfg: dict) -> None:
