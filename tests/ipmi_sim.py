@@ -1,6 +1,6 @@
 """A real IPMI BMC for tests: OpenIPMI's `ipmi_sim` on loopback with a Supermicro-like sensor set.
 
-TESTING.md §3 traps handled here: SDRs compiled with `sdrcomp -8` into a fresh state folder, the
+docs/TESTING.md §3 traps handled here: SDRs compiled with `sdrcomp -8` into a fresh state folder, the
 manufacturer id of Supermicro (0x2A7C) with `persist_sdr`, stdin a pipe (a bad emulator line stops the
 rest of the file silently, so the log is checked for `**`), and a UDP relay adding ~3 ms so pyghmi does
 not sleep its whole retry timeout on every loopback request. Readings change while it runs through

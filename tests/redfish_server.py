@@ -1,7 +1,7 @@
 """A small HTTPS Redfish service shaped like a Supermicro BMC, for tests against a real HTTP peer.
 
 No installable package serves sessions, Power/PowerSubsystem, ThermalSubsystem and a SEL log service
-(TESTING.md §3), so this one does, in both Supermicro layouts: "gen13" (`Chassis/1/Thermal` and
+(docs/TESTING.md §3), so this one does, in both Supermicro layouts: "gen13" (`Chassis/1/Thermal` and
 `Power`) and "gen14" (`ThermalSubsystem`, `PowerSubsystem/PowerSupplies/<n>`, `Sensors`). Tests change
 `BmcState` while the server runs; every answer is built from it at request time. The certificate is
 generated at fixture time and never stored in the repository.

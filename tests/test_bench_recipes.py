@@ -1,7 +1,7 @@
 """Training recipes: the shipped ones, the LLaMA-Factory importer, synthetic architectures and `--model`.
 
 Every recipe runs for real (TRL + PEFT on this CPU) at tiny scale; the users' LLaMA-Factory KTO file from
-REFERENCE.md runs end to end with only the model shrunk; 4-bit recipes are skipped with their reason.
+docs/REFERENCE.md runs end to end with only the model shrunk; 4-bit recipes are skipped with their reason.
 """
 
 from __future__ import annotations
@@ -24,6 +24,21 @@ SHIPPED = [
     "qlora-zephyr-7b",
     "sft-smollm2-cpu",
 ]
+# each shipped recipe's stage, and the closed form of that stage's FLOPs per counted token (toolkit/bench/
+# flops.py; test_flops.py checks the arithmetic against the real models). The LoRA step is part of the
+# KTO and DPO formulas, so only those two must not appear in another stage's formula.
+STAGES = {
+    "dpo-lora": "dpo",
+    "kto-gemma2-9b": "kto",
+    "kto-lora-cpu": "kto",
+    "lora-llama2-7b": "sft",
+    "sft-smollm2-cpu": "sft",
+}
+STAGE_FLOPS = {
+    "sft": "4N + 6N_lora + 12*L*d_attn*T",
+    "kto": "10N + 8N_lora + 24*L*d_attn*T",
+    "dpo": "6N + 6N_lora + 16*L*d_attn*T",
+}
 # public parameter counts of the real models (model cards / config arithmetic)
 KNOWN_PARAMS = {
     "gemma2-9b": 9.24e9,
@@ -120,7 +135,14 @@ def test_every_recipe_runs_at_tiny_scale_and_4bit_is_skipped_on_cpu(tmp_path):
         assert rec["metrics"]["steps_completed"] == 4
         assert rec["metrics"]["tokens_per_second"] > 0 and 0 < rec["metrics"]["mfu_ratio"] < 1
         assert "synthetic (random) weights of the exact architecture" in rec["config"]["weights"]
-        assert "T = mean tokens per sequence" in rec["flops"]["formula"] or rec["flops"]["formula"]
+        formula = rec["flops"]["formula"]
+        stage = rec["config"]["stage"]
+        assert stage == STAGES[name]
+        # the record's formula is its stage's: the closed form per counted token, and no other stage's
+        assert STAGE_FLOPS[stage] in formula, (name, formula)
+        assert not [t for s, t in STAGE_FLOPS.items() if s not in (stage, "sft") and t in formula], formula
+        if stage != "dpo":  # the LoRA and KTO formulas also say what their symbols mean
+            assert "N = matmul weights incl. LM head" in formula and "T = mean tokens per sequence" in formula
     # the architecture's own features survive the shrink: Gemma 2's tied embeddings and head grouping
     gemma = results["train:kto-gemma2-9b"]
     assert gemma["config"]["model"]["tie_word_embeddings"] is True
@@ -148,7 +170,7 @@ def test_chat_recipe_runs_unquantized_with_its_own_eos(tmp_path):
 
 @pytest.mark.slow
 def test_reference_llamafactory_kto_file_end_to_end(tmp_path):
-    """The users' exact LLaMA-Factory KTO configuration (REFERENCE.md): every training key as written,
+    """The users' exact LLaMA-Factory KTO configuration (docs/REFERENCE.md): every training key as written,
     only the model and the synthetic examples shrunk by overrides, and one measured step to fit in CI."""
     shrink = [
         "recipe.model.hidden_size=64",

@@ -2,7 +2,7 @@
 
 Embedded: the real Qdrant engine in-process (qdrant-edge-py). Server: `--qdrant-url` against
 tests/qdrant_server.py, Qdrant's REST shapes over the same engine, driven through qdrant-client (the Qdrant
-server itself cannot be installed here, TESTING.md §4). Recall is computed by the load against exact
+server itself cannot be installed here, docs/TESTING.md §4). Recall is computed by the load against exact
 search on the same engine; these tests assert it, and that a weak index fails the check.
 """
 

@@ -1,4 +1,4 @@
-"""The GPU catalog: a data file that covers every class of REFERENCE.md, with sourced figures."""
+"""The GPU catalog: a data file that covers every class of docs/REFERENCE.md, with sourced figures."""
 
 from __future__ import annotations
 

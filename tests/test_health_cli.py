@@ -1,5 +1,5 @@
 """`toolkit health` as monitoring systems and people use it: Nagios exit codes, the JSON and Prometheus
-contracts of REFERENCE.md, settings files, stored reports with their lock and history, Docker and the
+contracts of docs/REFERENCE.md, settings files, stored reports with their lock and history, Docker and the
 kernel command line, bad input and Ctrl-C."""
 
 from __future__ import annotations

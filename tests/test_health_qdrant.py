@@ -1,5 +1,5 @@
 """Qdrant in `toolkit health`, against tests/qdrant_server.py: Qdrant's REST shapes over the real Qdrant
-engine (qdrant-edge-py). The Qdrant server itself cannot be installed here (TESTING.md §4), so the HTTP
+engine (qdrant-edge-py). The Qdrant server itself cannot be installed here (docs/TESTING.md §4), so the HTTP
 side is ours and the collections, searches and counts are the engine's. qdrant-client (the official client)
 is the judge of the shapes: it parses every answer with its own models."""
 

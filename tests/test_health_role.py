@@ -59,7 +59,7 @@ def timed(key: str, fn, *args, **kwargs):
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
-    """A fresh host, its inventory (BMC variables as REFERENCE.md names them, the password from the
+    """A fresh host, its inventory (BMC variables as docs/REFERENCE.md names them, the password from the
     environment lookup of inventory/group_vars/all.yml) and a state folder for the runner artifacts."""
     base = tmp_path_factory.mktemp("health-role")
     wheels = timed("wheelhouse_build_s", build_wheelhouse, base / "wheelhouse")

@@ -1,4 +1,5 @@
-"""Lint as CI runs it: ansible-lint's production profile on playbooks/, ruff on the Python."""
+"""Lint as CI runs it: ansible-lint's production profile on playbooks/, ruff on the Python, yamllint on the
+YAML (the same linters .pre-commit-config.yaml runs as git hooks)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,25 @@ def test_ruff_clean():
     ruff = shutil.which("ruff", path=str(BIN)) or shutil.which("ruff")
     proc = subprocess.run([ruff, "check", "."], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_yamllint_clean():
+    """yamllint with the repository's .yamllint, strict (warnings fail too), over the YAML the hooks lint."""
+    yamllint = shutil.which("yamllint", path=str(BIN)) or shutil.which("yamllint")
+    assert yamllint, "yamllint is part of the test extra"
+    paths = [
+        "playbooks",
+        "inventory",
+        "toolkit/data/recipes",
+        "tests/fixtures",
+        ".pre-commit-config.yaml",
+        ".yamllint",
+    ]
+    proc = subprocess.run(
+        [yamllint, "--strict", "--format", "parsable", *paths],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

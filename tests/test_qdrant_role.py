@@ -3,7 +3,7 @@ first (dockerd runs inside the host), then qdrant.service - a systemd unit runni
 GPU passed through, QDRANT__GPU__INDEXING=1, storage and snapshot folders, ports on 127.0.0.1, the API
 key only in a 0600 env file, systemd's restart policy and Docker's health check.
 
-Containers cannot run inside nspawn (../shared/TESTING.md §5) and no image can be pulled here: a tiny
+Containers cannot run inside nspawn (docs/TESTING.md §5) and no image can be pulled here: a tiny
 stand-in image is imported under the pinned tags so that the role finds it and skips the pull, the
 unit's definition is checked as systemd parsed it and as Docker accepts it (`docker create`, then
 `docker inspect`), and the health-check script runs against an HTTP server here. A running Qdrant

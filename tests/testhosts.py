@@ -1,5 +1,5 @@
 """Real test hosts for the Ansible roles: Debian bookworm booted with systemd-nspawn, one network
-namespace each, reached over SSH (../shared/TESTING.md §1).
+namespace each, reached over SSH (docs/TESTING.md §1).
 
 Used by the provisioning tests and by benchmarks/provision.py. Needs root and the Debian packages
 debootstrap, systemd-container, socat, iproute2, openssh-client, zstd (the CI script installs them).

@@ -1,5 +1,5 @@
 """Local signed apt repositories standing in for NVIDIA's and AMD's, which cannot be reached here
-(../shared/TESTING.md §2).
+(docs/TESTING.md §2).
 
 Every package is a TEST STUB built with dpkg-deb: the vendor's real package names, versions and
 dependency chain, a description saying it is a stub, and binaries that only log how they were
