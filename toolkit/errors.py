@@ -1,4 +1,4 @@
-"""Errors a user can act on, and the exit codes they map to (REFERENCE.md).
+"""Errors a user can act on, and the exit codes they map to (docs/REFERENCE.md, "Exit codes").
 
 A `ToolkitError` is printed as one message with a hint, never with a traceback
 unless `--debug` is given.

@@ -44,7 +44,7 @@ def run(request: BenchRequest, setup: RunSetup, rank=None) -> int:
         _records, interrupted = _run_loads(ctx, setup, doc, progress, guard)
     if rank is not None:  # a rank that failed or was interrupted has left in rank.collect
         return rank.finish(doc)
-    return _finish(request, doc, interrupted)
+    return _finish(request, doc, interrupted, setup.baseline)
 
 
 def _context(request: BenchRequest, setup: RunSetup):
@@ -217,12 +217,12 @@ class _signals:
             signal.signal(signal.SIGINT, self.previous_int)
 
 
-def _finish(request: BenchRequest, doc: RunDocument, interrupted: bool) -> int:
+def _finish(request: BenchRequest, doc: RunDocument, interrupted: bool, baseline) -> int:
     from toolkit.bench import report
     from toolkit.console import err, out
 
     doc.finish(interrupted=interrupted)
-    comparison = _comparison(request, doc)
+    comparison = _comparison(request, doc, baseline)
     if comparison:
         doc.set_comparison(comparison)
         doc.save()
@@ -238,15 +238,15 @@ def _finish(request: BenchRequest, doc: RunDocument, interrupted: bool) -> int:
     return code
 
 
-def _comparison(request: BenchRequest, doc: RunDocument) -> dict | None:
+def _comparison(request: BenchRequest, doc: RunDocument, baseline) -> dict | None:
+    """`baseline`: the result of --compare PATH, read before the run; `last` is looked up now."""
     from toolkit import history
-    from toolkit.bench.setup import _baseline
     from toolkit.console import err
 
     if not request.compare:
         return None
     data = doc.as_dict()
-    baseline = _baseline(request) or history.previous(doc.path.parent, data, exclude=doc.path)
+    baseline = baseline or history.previous(doc.path.parent, data, exclude=doc.path)
     if baseline is None:
         err.print(
             f"--compare last: no earlier result of {data['host']} ({doc.gpu_class['name']}) in "

@@ -90,7 +90,7 @@ def prepare(request: BenchRequest, recipe_list: list, distributed: bool) -> RunS
     folder = results_dir(request.results_dir)
     _check_writable(folder, request.json)
     request.check_compare()
-    baseline = _baseline(request)
+    baseline = baseline_of(request)
     # the vectors load alone needs no torch: a CPU node that serves Qdrant benches it without the ML stack
     needs_torch = use_gpu or distributed or any(w not in TORCH_FREE_WORKLOADS for w in workloads)
     if needs_torch:
@@ -178,7 +178,7 @@ def _check_writable(folder: Path, json_target: str | None) -> None:
         check_writable(target, "choose a writable folder (--results-dir, or the folder of --json)")
 
 
-def _baseline(request: BenchRequest):
+def baseline_of(request: BenchRequest):
     """--compare PATH is read before any load runs; `last` is looked up after the run (None here)."""
     if not request.compare or request.compare == "last":
         return None

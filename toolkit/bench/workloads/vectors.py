@@ -33,9 +33,10 @@ import time
 from toolkit.bench.timing import percentile
 from toolkit.bench.vector_store import IndexSpec, open_store
 
-# Qdrant 1.13 release notes, GPU indexing of 1M x 1536-d vectors (REFERENCE.md): context for `full`.
+# Qdrant 1.13 release notes, GPU indexing of 1M x 1536-d vectors (docs/REFERENCE.md, "Published
+# anchors"): context for `full`.
 PUBLISHED_INDEX_BUILD = {
-    "source": "Qdrant 1.13 GPU indexing, 1M x 1536-d (REFERENCE.md)",
+    "source": "Qdrant 1.13 GPU indexing, 1M x 1536-d (docs/REFERENCE.md, Published anchors)",
     "seconds": {"L4 GPU": 12.4, "T4 GPU": 19.1, "8 CPU cores": 97.5, "4 CPU cores": 221.9},
 }
 
