@@ -9,9 +9,9 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 
 from toolkit.errors import UsageError
+from toolkit.resources import data_text
 
 CPU_PROFILE = "cpu"
 FIGURES = (
@@ -124,5 +124,5 @@ def parse_catalog(text: str) -> Catalog:
 
 @cache
 def load_catalog() -> Catalog:
-    text = resources.files("toolkit").joinpath("data/gpus.toml").read_text(encoding="utf-8")
+    text = data_text("gpus.toml")
     return parse_catalog(text)
