@@ -67,8 +67,9 @@ def _imports(name: str, path: Path) -> list[tuple[str, list[str], int]]:
             submodules = [f"{target}.{n}" for n in names if f"{target}.{n}" in MODULES]
             if submodules:
                 found += [(s, [], node.lineno) for s in submodules]
-            if target in MODULES:
-                found.append((target, [n for n in names if f"{target}.{n}" not in MODULES], node.lineno))
+            taken = [n for n in names if f"{target}.{n}" not in MODULES]
+            if target in MODULES and taken:
+                found.append((target, taken, node.lineno))
         elif isinstance(node, ast.Import):
             found += [(a.name, [], node.lineno) for a in node.names if a.name in MODULES]
     return found

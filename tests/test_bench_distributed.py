@@ -118,6 +118,58 @@ def test_allreduce_reports_bus_bandwidth_and_correct_sums(ddp_run):
     assert ar["status"] == "warn"
 
 
+def test_every_metric_of_the_ranks_and_their_aggregate_is_declared(ddp_run):
+    from toolkit.bench.metrics import is_declared
+
+    _, doc, _ = ddp_run
+    keys = {k for r in doc["results"] for k in r["metrics"]}
+    keys |= {k for r in doc["results"] for rank in r["ranks"] for k in rank["metrics"]}
+    assert any(k.endswith("_per_rank") for k in keys)
+    assert sorted(k for k in keys if not is_declared(k)) == []
+
+
+TORCHRUN_FAILURE = """
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-01-01_00:00:00
+  host      : localhost
+  rank      : 1 (local_rank: 1)
+  exitcode  : -9 (pid: 4242)
+"""
+
+
+def test_the_launcher_closes_a_run_whose_rank_was_killed(tmp_path):
+    """Rank 0's saved document and torchrun's summary only, as a SIGKILL leaves them: the load that was
+    running gets an error naming the rank, the run is closed as failed with the loads that did not run."""
+    from toolkit.bench.distributed.launcher import _complete_failed
+    from toolkit.bench.document import RunDocument
+
+    saved = tmp_path / "bench.json"
+    doc = RunDocument.start(
+        host="h",
+        started_at="2026-01-01T00:00:00Z",
+        path=saved,
+        gpu_class={"name": "cpu"},
+        environment={},
+        configuration={"workloads": LOADS},
+    )
+    doc.add_result({"workload": "matmul", "status": "pass"})
+    doc.progress("memory_bandwidth", 1, 5)
+    (tmp_path / "torchrun.log").write_text(TORCHRUN_FAILURE)
+    _complete_failed(RunDocument.read(saved), tmp_path, 2, interrupted=False)
+    data = json.loads(saved.read_text())
+    assert [r["workload"] for r in data["results"]] == LOADS[:2]
+    failed = data["results"][1]
+    assert failed["status"] == "error" and failed["error"]["kind"] == "crashed"
+    assert failed["error"]["message"] == (
+        "rank 1 was killed by SIGKILL (the kernel's out-of-memory killer sends SIGKILL too); "
+        "the other ranks were stopped"
+    )
+    assert [(r["rank"], r["state"]) for r in failed["ranks"]] == [(0, "gone"), (1, "gone")]
+    assert data["verdict"] == "error" and data["complete"] is False and data["finished_at"]
+    assert data["not_run"] == LOADS[2:] and "in_progress" not in data
+
+
 def test_bus_bandwidth_is_nccl_tests_definition():
     from toolkit.bench.workloads.allreduce import bus_bandwidth
 

@@ -1,115 +1,65 @@
-"""The benchmark report: one JSON document per run (REFERENCE.md) and its table."""
+"""The benchmark report: one JSON document per run (docs/REFERENCE.md) and its table.
+
+The document itself is written by `toolkit.bench.document`; the labels and units of its figures are
+declared in `toolkit.bench.metrics`. `save`, `to_json`, `SCHEMA_VERSION` and `utc_now` stay importable
+from here for older callers.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
-from toolkit.atomic import write_text_atomic
-from toolkit.units import gib, seconds, si
+from toolkit.bench import metrics
+from toolkit.bench.document import SCHEMA_VERSION, save_json, to_json
+from toolkit.glossary import gpu_class_of, utc_now
 
-SCHEMA_VERSION = 1
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+__all__ = [
+    "SCHEMA_VERSION",
+    "format_metric",
+    "label",
+    "publish",
+    "render",
+    "render_comparison",
+    "result_filename",
+    "save",
+    "summary_line",
+    "to_json",
+    "utc_now",
+]
 
 
 def result_filename(started_at: str, host: str, profile: str, pid: int | str | None = None) -> str:
-    """bench-<UTC time>-<host>-<profile>-<pid>.json: two runs in the same second never collide (a result
-    gathered by a fleet run carries the inventory name of its host in place of the pid)."""
+    """bench-<UTC time>-<host>-<GPU class>-<pid>.json: two runs in the same second never collide (a
+    result gathered by a fleet run carries the inventory name of its host in place of the pid)."""
     stamp = started_at.replace("-", "").replace(":", "")
     safe_host = re.sub(r"[^A-Za-z0-9.-]+", "_", host) or "host"
     return f"bench-{stamp}-{safe_host}-{profile}-{pid if pid is not None else os.getpid()}.json"
 
 
-def to_json(doc: dict) -> str:
-    return json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n"
-
-
 def save(doc: dict, path: str | Path) -> Path:
-    return write_text_atomic(path, to_json(doc))
+    return save_json(doc, path)
 
 
 def format_metric(name: str, value, unit: bool = True) -> str:
+    """One figure as the tables show it, in the unit `toolkit.bench.metrics` declares for it (`unit`
+    False: the number alone for tok/s and /s, whose unit is in the column's label)."""
     if value is None:
         return "-"
     if isinstance(value, list):
-        if name.endswith("_per_rank"):  # --gpus N: one value per rank
-            return " / ".join(format_metric(name.removesuffix("_per_rank"), v, unit=False) for v in value)
+        if name.endswith(metrics.PER_RANK):  # --gpus N: one value per rank
+            return " / ".join(
+                format_metric(name.removesuffix(metrics.PER_RANK), v, unit=False) for v in value
+            )
         return f"{len(value)} values"
-    if name.endswith("_ratio"):
-        return f"{value:.1%}"
-    if "flops_per_second" in name:
-        return si(value, "FLOP/s")
-    if "bytes_per_second" in name:
-        return si(value, "B/s")
-    if "tokens_per_second" in name:
-        return f"{value:,.0f} tok/s" if unit else f"{value:,.0f}"
-    if "recall_at_" in name:
-        return f"{value:.3f}"
-    if name.endswith("_speedup_vs_exact"):
-        return f"{value:.1f}x"
-    if name.endswith(("queries_per_second", "points_per_second")):
-        return f"{value:,.0f}/s" if unit else f"{value:,.0f}"
-    if "seconds" in name:
-        return seconds(value)
-    if name.endswith("_bytes"):
-        return gib(value)
-    if name.endswith("_celsius"):
-        return f"{value:g} °C"
-    if name.endswith("_watts"):
-        return f"{value:.0f} W"
-    if name.endswith("_hertz"):
-        return si(value, "Hz")
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-LABELS = {
-    "tokens_per_second": "tokens/s",
-    "flops_per_second": "FLOP/s",
-    "bandwidth_bytes_per_second": "bandwidth",
-    "step_time_seconds_p50": "step p50",
-    "step_time_seconds_p90": "step p90",
-    "mfu_ratio": "MFU",
-    "peak_memory_bytes": "peak memory",
-    "bus_bandwidth_bytes_per_second": "busbw",
-    "algorithm_bandwidth_bytes_per_second": "algbw",
-    "tokens_per_second_per_rank": "tokens/s per rank",
-    "step_time_seconds_p50_per_rank": "step p50 per rank",
-    "peak_memory_bytes_per_rank": "peak memory per rank",
-    "recall_at_10": "recall@10",
-    "filtered_recall_at_10": "filtered recall@10",
-    "indexed_vectors_ratio": "indexed vectors",
-    "queries_per_second": "HNSW query/s",
-    "batch_queries_per_second": "HNSW query/s batched",
-    "filtered_queries_per_second": "filtered query/s",
-    "exact_queries_per_second": "exact query/s",
-    "hnsw_speedup_vs_exact": "HNSW / exact",
-    "upsert_points_per_second": "upsert points/s",
-    "index_build_seconds": "index build",
-    "latency_seconds_p50": "latency p50",
-    "latency_seconds_p99": "latency p99",
-}
+    return metrics.format_value(name, value, unit)
 
 
 def label(metric: str) -> str:
-    """Short table label of a metric key: 'prefill_tokens_per_second_batch8' -> 'prefill b8'."""
-    if metric in LABELS:
-        return LABELS[metric]
-    m = re.fullmatch(r"(prefill|decode)_tokens_per_second_batch(\d+)", metric)
-    if m:
-        return f"{m[1]} tok/s b{m[2]}"
-    m = re.fullmatch(r"ttft_seconds_(p\d+)_batch(\d+)", metric)
-    if m:
-        return f"TTFT {m[1]} b{m[2]}"
-    return metric
+    """Short table label of a metric key: 'prefill_tokens_per_second_batch8' -> 'prefill tok/s b8'."""
+    return metrics.label(metric)
 
 
 STATUS_STYLE = {
@@ -174,77 +124,90 @@ def summary_line(rec) -> str:
     return ", ".join(f"{label(k)} {format_metric(k, rec.metrics.get(k), unit=False)}" for k in shown)
 
 
+TABLE_COLUMNS = (
+    ("load", "left"),
+    ("metric", "left"),
+    ("measured", "right"),
+    ("expected ≥", "right"),
+    ("ratio", "right"),
+    ("status", "left"),
+)
+
+
 def render(doc: dict, console) -> None:
-    from rich.markup import escape
+    """The finished run: a table of the checked and shown figures, the basis of every expectation,
+    the loads' notes and the verdict."""
     from rich.table import Table
 
-    profile = doc["profile"]
+    gpu_class = gpu_class_of(doc)
     title = (
-        f"toolkit bench · profile {profile['name']} · {doc['host']} · scale {doc['configuration']['scale']}"
+        f"toolkit bench · profile {gpu_class.get('name')} · {doc['host']} · "
+        f"scale {doc['configuration']['scale']}"
     )
     if doc.get("distributed"):
         title += f" · {doc['distributed']['world_size']} ranks ({doc['distributed']['backend']})"
     table = Table(title=title, title_justify="left", padding=(0, 1), collapse_padding=True)
-    for col, just in (
-        ("load", "left"),
-        ("metric", "left"),
-        ("measured", "right"),
-        ("expected ≥", "right"),
-        ("ratio", "right"),
-        ("status", "left"),
-    ):
+    for col, just in TABLE_COLUMNS:
         table.add_column(col, justify=just, no_wrap=True, min_width=len(col))
     for r in doc["results"]:
-        first = True
-        style = STATUS_STYLE.get(r["status"], "")
-        for metric, exp in r["expected"].items():
-            table.add_row(
-                r["workload"] if first else "",
-                label(metric),
-                format_metric(metric, r["metrics"].get(metric), unit=False),
-                format_metric(metric, exp.get("min"), unit=False),
-                f"{exp['ratio']:.2f}" if "ratio" in exp else "-",
-                f"[{STATUS_STYLE.get(exp['status'], '')}]{exp['status']}[/]",
-            )
-            first = False
-        for metric in SHOWN:
-            if metric in r["metrics"] and metric not in r["expected"]:
-                table.add_row(
-                    r["workload"] if first else "",
-                    label(metric),
-                    format_metric(metric, r["metrics"][metric]),
-                    "",
-                    "",
-                    f"[{style}]{r['status']}[/]" if first else "",
-                )
-                first = False
-        if first or r.get("error") or r["status"] == "skipped":
-            detail = r["error"]["message"] if r.get("error") else "measured (no expectation)"
-            if r["status"] == "skipped" and r["notes"]:
-                detail = r["notes"][0]
-            # messages quote library errors, which may hold [brackets] rich would read as markup
-            table.add_row(
-                r["workload"] if first else "", "", escape(detail), "", "", f"[{style}]{r['status']}[/]"
-            )
+        for row in _result_rows(r):
+            table.add_row(*row)
         table.add_section()
     console.print(table)
     for r in doc["results"]:
-        for metric, exp in r["expected"].items():
-            measured = format_metric(metric, r["metrics"].get(metric))
-            if exp.get("min") is None:
-                console.print(f"  {r['workload']} {metric}: measured {measured}; {exp['basis']}")
-            else:
-                console.print(
-                    f"  {r['workload']} {metric}: measured {measured}, expected at least "
-                    f"{format_metric(metric, exp['min'])} because {exp['basis']}"
-                )
-        for note in r["notes"]:
-            if not note.startswith("peak_memory_bytes"):
-                console.print(f"  [dim]{r['workload']}: {note}[/]")
-    if profile.get("mismatch"):
-        console.print(f"[yellow]Profile mismatch, run anyway: {profile['mismatch']}[/]")
+        _explain(r, console)
+    if gpu_class.get("mismatch"):
+        console.print(f"[yellow]Profile mismatch, run anyway: {gpu_class['mismatch']}[/]")
     v = doc["verdict"]
     console.print(f"Verdict: [{STATUS_STYLE.get(v, '')}]{v}[/]")
+
+
+def _result_rows(r: dict) -> list[tuple[str, ...]]:
+    """One load's rows of the table: its checked figures, the figures shown without a check, and a
+    line for an error, a skip, or a load with neither."""
+    from rich.markup import escape
+
+    status = f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]"
+    rows = [
+        (
+            label(metric),
+            format_metric(metric, r["metrics"].get(metric), unit=False),
+            format_metric(metric, exp.get("min"), unit=False),
+            f"{exp['ratio']:.2f}" if "ratio" in exp else "-",
+            f"[{STATUS_STYLE.get(exp['status'], '')}]{exp['status']}[/]",
+        )
+        for metric, exp in r["expected"].items()
+    ]
+    for metric in SHOWN:
+        if metric in r["metrics"] and metric not in r["expected"]:
+            shown = format_metric(metric, r["metrics"][metric])
+            rows.append((label(metric), shown, "", "", "" if rows else status))
+    if not rows or r.get("error") or r["status"] == "skipped":
+        # messages quote library errors, which may hold [brackets] rich would read as markup
+        rows.append(("", escape(_detail(r)), "", "", status))
+    return [(r["workload"] if i == 0 else "", *row) for i, row in enumerate(rows)]
+
+
+def _detail(r: dict) -> str:
+    if r["status"] == "skipped" and r["notes"]:
+        return r["notes"][0]
+    return r["error"]["message"] if r.get("error") else "measured (no expectation)"
+
+
+def _explain(r: dict, console) -> None:
+    """Below the table: what each check expected and why, and the load's notes."""
+    for metric, exp in r["expected"].items():
+        measured = format_metric(metric, r["metrics"].get(metric))
+        if exp.get("min") is None:
+            console.print(f"  {r['workload']} {metric}: measured {measured}; {exp['basis']}")
+        else:
+            console.print(
+                f"  {r['workload']} {metric}: measured {measured}, expected at least "
+                f"{format_metric(metric, exp['min'])} because {exp['basis']}"
+            )
+    for note in r["notes"]:
+        if not note.startswith("peak_memory_bytes"):
+            console.print(f"  [dim]{r['workload']}: {note}[/]")
 
 
 def publish(doc: dict, saved_path, json_target: str | None, out, err) -> None:

@@ -9,7 +9,9 @@ from collections import defaultdict
 from datetime import UTC, datetime
 
 from toolkit import __version__, history
+from toolkit.bench import metrics
 from toolkit.bench.report import format_metric, label
+from toolkit.glossary import gpu_class_of
 from toolkit.report import plots
 
 # The figure that stands for each load over time (the first of its checked figures otherwise).
@@ -22,7 +24,8 @@ HEADLINE = {
     "allreduce": "bus_bandwidth_bytes_per_second",
     "burn_in": "flops_per_second",
 }
-SCALE = (("flops_per_second", 1e9, "GFLOP/s"), ("bytes_per_second", 1e9, "GB/s"))
+# plotted figures in a readable unit, by the unit `toolkit.bench.metrics` declares for them
+SCALE = {"flops": (1e9, "GFLOP/s"), "bytes_per_second": (1e9, "GB/s")}
 STATUS_CLASS = {
     "pass": "ok",
     "ok": "ok",
@@ -73,10 +76,11 @@ def _headline(rec: dict) -> str | None:
 
 
 def _scaled(metric: str, value: float) -> tuple[float, str]:
-    for suffix, factor, unit in SCALE:
-        if metric.endswith(suffix):
-            return value / factor, unit
-    return value, label(metric)
+    scale = SCALE.get(metrics.unit_of(metric))
+    if scale is None:
+        return value, label(metric)
+    factor, unit = scale
+    return value / factor, unit
 
 
 def _node_section(node: str, runs: list[history.Entry], threshold: float) -> tuple[str, dict]:
@@ -87,7 +91,7 @@ def _node_section(node: str, runs: list[history.Entry], threshold: float) -> tup
     scale = latest.get("configuration", {}).get("scale")
     parts.append(
         f'<p class="meta">latest run {_e(latest.get("started_at"))} · profile {_e(runs[-1].profile)} · '
-        f"device {_e(latest['profile'].get('detected'))} · scale {_e(scale)} · "
+        f"device {_e(gpu_class_of(latest).get('detected'))} · scale {_e(scale)} · "
         f'{len(runs)} stored run(s) · verdict <b class="{STATUS_CLASS.get(verdict, "")}">{_e(verdict)}</b>'
         "</p>"
     )
