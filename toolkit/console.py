@@ -10,6 +10,24 @@ import os
 
 from rich.console import Console
 
+from toolkit.glossary import Tone, tone_of
+
+TONE_STYLE = {
+    Tone.GOOD: "green",
+    Tone.WARN: "yellow",
+    Tone.BAD: "red",
+    Tone.SEVERE: "red bold",
+    Tone.UNKNOWN: "magenta",
+    Tone.STOPPED: "yellow bold",
+    Tone.QUIET: "dim",
+}
+
+
+def style_of(word: str | None) -> str:
+    """The terminal style of a status word of any family (glossary.TONE_OF); "" for other words."""
+    tone = tone_of(word)
+    return TONE_STYLE[tone] if tone else ""
+
 
 def _console(stderr: bool) -> Console:
     console = Console(stderr=stderr)

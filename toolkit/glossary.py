@@ -111,6 +111,52 @@ VERDICT_OF_HEALTH: dict[Status, str] = {
 }
 
 
+class Tone(enum.StrEnum):
+    """How a status word reads, whatever family it comes from: the one mapping the terminal styles and
+    the HTML report's classes are drawn from."""
+
+    GOOD = "good"
+    WARN = "warn"
+    BAD = "bad"
+    SEVERE = "severe"  # the run itself broke: a crash, an unreachable host
+    UNKNOWN = "unknown"
+    STOPPED = "stopped"  # interrupted by the user
+    QUIET = "quiet"  # nothing to see: skipped, not started, unchanged
+
+
+# every status word toolkit prints: load statuses and verdicts (bench), health statuses (Nagios labels),
+# fleet host states, provisioning states, and the moves of a --compare
+TONE_OF: dict[str, Tone] = {
+    "pass": Tone.GOOD,
+    "ok": Tone.GOOD,
+    "improvement": Tone.GOOD,
+    "warn": Tone.WARN,
+    "warning": Tone.WARN,
+    "fail": Tone.BAD,
+    "failed": Tone.BAD,
+    "critical": Tone.BAD,
+    "regression": Tone.BAD,
+    "error": Tone.SEVERE,
+    "unreachable": Tone.SEVERE,
+    "timeout": Tone.SEVERE,
+    "unknown": Tone.UNKNOWN,
+    "interrupted": Tone.STOPPED,
+    "incomplete": Tone.STOPPED,
+    "skipped": Tone.QUIET,
+    "not_started": Tone.QUIET,
+    "unchanged": Tone.QUIET,
+}
+
+
+def tone_of(word: str | None) -> Tone | None:
+    return TONE_OF.get(word or "")
+
+
+def health_label(code: int) -> str | None:
+    """A `toolkit health` exit code as its status word ("ok" … "unknown"); None for any other code."""
+    return Status(code).label if code in Status._value2member_map_ else None
+
+
 # A result document names the GPU class it was measured against under this key (`--gpu` on the command
 # line, `gpu_class` in code and JSON). Documents written before the rename call it "profile"; every
 # reader goes through `gpu_class_of`, which takes either.

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from toolkit.bench import metrics
 from toolkit.bench.document import SCHEMA_VERSION, save_json, to_json
+from toolkit.console import style_of
 from toolkit.glossary import gpu_class_of, utc_now
 
 __all__ = [
@@ -62,14 +63,6 @@ def label(metric: str) -> str:
     return metrics.label(metric)
 
 
-STATUS_STYLE = {
-    "pass": "green",
-    "warn": "yellow",
-    "fail": "red",
-    "error": "red bold",
-    "skipped": "dim",
-    "interrupted": "yellow bold",
-}
 # Metrics shown in the table even though no check is attached to them.
 SHOWN = (
     "flops_per_second",
@@ -159,7 +152,7 @@ def render(doc: dict, console) -> None:
     if gpu_class.get("mismatch"):
         console.print(f"[yellow]Profile mismatch, run anyway: {gpu_class['mismatch']}[/]")
     v = doc["verdict"]
-    console.print(f"Verdict: [{STATUS_STYLE.get(v, '')}]{v}[/]")
+    console.print(f"Verdict: [{style_of(v)}]{v}[/]")
 
 
 def _result_rows(r: dict) -> list[tuple[str, ...]]:
@@ -167,14 +160,14 @@ def _result_rows(r: dict) -> list[tuple[str, ...]]:
     line for an error, a skip, or a load with neither."""
     from rich.markup import escape
 
-    status = f"[{STATUS_STYLE.get(r['status'], '')}]{r['status']}[/]"
+    status = f"[{style_of(r['status'])}]{r['status']}[/]"
     rows = [
         (
             label(metric),
             format_metric(metric, r["metrics"].get(metric), unit=False),
             format_metric(metric, exp.get("min"), unit=False),
             f"{exp['ratio']:.2f}" if "ratio" in exp else "-",
-            f"[{STATUS_STYLE.get(exp['status'], '')}]{exp['status']}[/]",
+            f"[{style_of(exp['status'])}]{exp['status']}[/]",
         )
         for metric, exp in r["expected"].items()
     ]
@@ -224,9 +217,6 @@ def publish(doc: dict, saved_path, json_target: str | None, out, err) -> None:
     err.print(f"Saved {saved_path}{also}", highlight=False)
 
 
-CHANGE_STYLE = {"regression": "red", "improvement": "green", "unchanged": "dim"}
-
-
 def render_comparison(comparison: dict, console, moved_only: bool = False) -> None:
     """`--compare`: every figure the two results share, before and after, marked by the threshold."""
     from rich.table import Table
@@ -249,7 +239,7 @@ def render_comparison(comparison: dict, console, moved_only: bool = False) -> No
     for c in comparison["changes"]:
         if moved_only and c["verdict"] == "unchanged":
             continue
-        style = CHANGE_STYLE[c["verdict"]]
+        style = style_of(c["verdict"])
         table.add_row(
             c["workload"],
             label(c["metric"]),

@@ -13,6 +13,7 @@ import time
 from toolkit.bench.document import RunDocument
 from toolkit.bench.request import BenchRequest
 from toolkit.bench.setup import RunSetup
+from toolkit.console import style_of
 from toolkit.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED
 from toolkit.glossary import verdict_exit_code
 
@@ -170,7 +171,7 @@ class _Progress:
         self.doc.add_result(result)
         line = escape(report.summary_line(rec))  # error messages may quote [bracketed] library text
         err.print(
-            f"[{report.STATUS_STYLE.get(rec.status, '')}]{rec.status:>5}[/] {rec.workload}: {line}",
+            f"[{style_of(rec.status)}]{rec.status:>5}[/] {rec.workload}: {line}",
             highlight=False,
         )
 

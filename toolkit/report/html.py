@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from toolkit import __version__, history
 from toolkit.bench import metrics
 from toolkit.bench.report import format_metric, label
-from toolkit.glossary import gpu_class_of
+from toolkit.glossary import Status, Tone, gpu_class_of, tone_of, utc_stamp
 from toolkit.report import plots
 
 # The figure that stands for each load over time (the first of its checked figures otherwise).
@@ -26,18 +26,14 @@ HEADLINE = {
 }
 # plotted figures in a readable unit, by the unit `toolkit.bench.metrics` declares for them
 SCALE = {"flops": (1e9, "GFLOP/s"), "bytes_per_second": (1e9, "GB/s")}
-STATUS_CLASS = {
-    "pass": "ok",
-    "ok": "ok",
-    "warn": "warn",
-    "warning": "warn",
-    "fail": "bad",
-    "critical": "bad",
-    "error": "bad",
-    "unknown": "unk",
-    "regression": "bad",
-    "improvement": "ok",
-}
+# the report's colour classes, by the tone of a status word of any family (glossary.TONE_OF)
+TONE_CLASS = {Tone.GOOD: "ok", Tone.WARN: "warn", Tone.BAD: "bad", Tone.SEVERE: "bad", Tone.UNKNOWN: "unk"}
+
+
+def status_class(word: str | None) -> str:
+    return TONE_CLASS.get(tone_of(word), "")
+
+
 TEMPERATURE_UNITS = ("°C", "celsius")
 POWER_UNITS = ("W", "watts")
 CSS = """
@@ -92,7 +88,7 @@ def _node_section(node: str, runs: list[history.Entry], threshold: float) -> tup
     parts.append(
         f'<p class="meta">latest run {_e(latest.get("started_at"))} · profile {_e(runs[-1].profile)} · '
         f"device {_e(gpu_class_of(latest).get('detected'))} · scale {_e(scale)} · "
-        f'{len(runs)} stored run(s) · verdict <b class="{STATUS_CLASS.get(verdict, "")}">{_e(verdict)}</b>'
+        f'{len(runs)} stored run(s) · verdict <b class="{status_class(verdict)}">{_e(verdict)}</b>'
         "</p>"
     )
     # measured vs expected
@@ -110,7 +106,7 @@ def _node_section(node: str, runs: list[history.Entry], threshold: float) -> tup
                     (format_metric(metric, measured), "n"),
                     (format_metric(metric, exp.get("min")), "n"),
                     (f"{ratio:.2f}" if ratio else "-", "n"),
-                    (exp.get("status", ""), STATUS_CLASS.get(exp.get("status"), "")),
+                    (exp.get("status", ""), status_class(exp.get("status"))),
                 ]
             )
         if not rec.get("expected"):
@@ -127,7 +123,7 @@ def _node_section(node: str, runs: list[history.Entry], threshold: float) -> tup
                     (shown, "n"),
                     ("no expectation", ""),
                     ("", ""),
-                    (rec["status"], STATUS_CLASS.get(rec["status"], "")),
+                    (rec["status"], status_class(rec["status"])),
                 ]
             )
     parts.append("<h3>Measured vs expected (latest run)</h3>")
@@ -157,7 +153,7 @@ def _node_section(node: str, runs: list[history.Entry], threshold: float) -> tup
                             (format_metric(c.metric, c.before), "n"),
                             (format_metric(c.metric, c.after), "n"),
                             (f"{c.ratio - 1:+.1%}", "n"),
-                            (c.verdict, STATUS_CLASS[c.verdict]),
+                            (c.verdict, status_class(c.verdict)),
                         ]
                         for c in changes
                     ],
@@ -223,6 +219,13 @@ def _node_section(node: str, runs: list[history.Entry], threshold: float) -> tup
     return "".join(parts), summary
 
 
+def _severity(label: str) -> int:
+    try:
+        return Status.parse(label).severity
+    except KeyError:
+        return 0
+
+
 def _health_section(health: dict[str, list[history.Entry]]) -> tuple[str, dict]:
     parts = ['<section id="health"><h2>Fleet health</h2>']
     groups = sorted({c["name"].split(".")[0] for runs in health.values() for c in runs[-1].doc["checks"]})
@@ -231,18 +234,17 @@ def _health_section(health: dict[str, list[history.Entry]]) -> tuple[str, dict]:
         doc = runs[-1].doc
         status_of[node] = doc["status"]
         worst: dict[str, str] = {}
-        order = {"ok": 0, "unknown": 1, "warning": 2, "critical": 3}
         for c in doc["checks"]:
             g = c["name"].split(".")[0]
-            if order.get(c["status"], 0) >= order.get(worst.get(g, "ok"), 0):
+            if _severity(c["status"]) >= _severity(worst.get(g, "ok")):
                 worst[g] = c["status"]
         bad = [c["name"] for c in doc["checks"] if c["status"] != "ok"]
         rows.append(
             [
                 (node, ""),
-                (doc["status"], STATUS_CLASS.get(doc["status"], "")),
+                (doc["status"], status_class(doc["status"])),
                 (doc["collected_at"], ""),
-                *((worst.get(g, "-"), STATUS_CLASS.get(worst.get(g), "")) for g in groups),
+                *((worst.get(g, "-"), status_class(worst.get(g))) for g in groups),
                 (", ".join(bad) or "-", ""),
             ]
         )
@@ -269,7 +271,7 @@ def _health_section(health: dict[str, list[history.Entry]]) -> tuple[str, dict]:
                         (node, ""),
                         (c["name"], ""),
                         (f"{c['value']:g} {unit}", "n"),
-                        (c["status"], STATUS_CLASS.get(c["status"], "")),
+                        (c["status"], status_class(c["status"])),
                     ]
                 )
     parts.append("<h3>Temperature and power history</h3>")
@@ -305,12 +307,12 @@ def build(entries: list[history.Entry], threshold: float, sources: list[str]) ->
                 (node, ""),
                 (s["profile"] if s else "-", ""),
                 (s["time"] if s else "-", ""),
-                (s["verdict"] if s else "-", STATUS_CLASS.get(s["verdict"], "") if s else ""),
+                (s["verdict"] if s else "-", status_class(s["verdict"]) if s else ""),
                 ("-" if not s or reg is None else str(reg), "bad" if reg else ""),
-                (health_status.get(node, "-"), STATUS_CLASS.get(health_status.get(node), "")),
+                (health_status.get(node, "-"), status_class(health_status.get(node))),
             ]
         )
-    generated = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    generated = utc_stamp(datetime.now(UTC))
     doc = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         "<title>toolkit report</title>",

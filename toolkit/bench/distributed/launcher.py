@@ -19,6 +19,7 @@ from pathlib import Path
 
 from toolkit.bench.distributed.rank import LAUNCH_FILE
 from toolkit.bench.document import RunDocument
+from toolkit.console import style_of
 from toolkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, ToolkitError, UsageError
 from toolkit.glossary import Verdict, verdict_exit_code
 
@@ -91,7 +92,7 @@ class _Follower:
         from toolkit.bench import report
 
         line = escape(report.summary_line(_as_record(result)))
-        style = report.STATUS_STYLE.get(result["status"], "")
+        style = style_of(result["status"])
         self.console.print(f"[{style}]{result['status']:>5}[/] {result['workload']}: {line}", highlight=False)
 
     def drop_task(self) -> None:
