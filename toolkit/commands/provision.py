@@ -12,8 +12,12 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from toolkit.errors import EXIT_OK, UsageError
+
+if TYPE_CHECKING:
+    from toolkit.provision.engine import PlaybookRun, RunResult
 
 EXIT_HOSTS_FAILED = 3
 CAPABILITIES = (
@@ -104,9 +108,9 @@ def _playbook(args, project: Path, state: Path) -> tuple[str, Path]:
     return str(path), project
 
 
-def run(args: argparse.Namespace) -> int:
+def _preflight(args: argparse.Namespace) -> None:
+    """What must hold before the inventory is read: sane arguments, ansible-playbook, ansible-core."""
     from toolkit.provision import engine
-    from toolkit.provision.inventory import load_inventory
 
     if args.forks < 1:
         raise UsageError("--forks must be at least 1")
@@ -119,20 +123,19 @@ def run(args: argparse.Namespace) -> int:
         from toolkit.errors import MissingDependency
 
         raise MissingDependency("ansible-core is not installed", hint=engine.INSTALL_HINT) from None
-    inventory = load_inventory(_inventory_path(args.inventory), args.vault_password_file)
-    hosts = inventory.resolve(args.target, args.limit)
-    project = engine.playbooks_dir()
-    playbook, project = _playbook(args, project, engine.state_dir())
-    limit = f"{args.target}:&{args.limit}" if args.limit else args.target
 
+
+def _run_with_grid(args: argparse.Namespace, run: PlaybookRun) -> RunResult:
+    """The playbook run, with its live grid of hosts on stderr where someone watches."""
     from rich.live import Live
 
-    from toolkit.console import err, out
-    from toolkit.provision.display import Grid, render_recap
+    from toolkit.console import err
+    from toolkit.provision import engine
+    from toolkit.provision.display import Grid
 
-    grid = Grid(hosts)
+    grid = Grid(run.hosts)
     err.print(
-        f"toolkit provision: {len(hosts)} host(s) ({', '.join(hosts)}), playbook {playbook}"
+        f"toolkit provision: {len(run.hosts)} host(s) ({', '.join(run.hosts)}), playbook {run.playbook}"
         + (" in check mode" if args.check else ""),
         highlight=False,
     )
@@ -152,26 +155,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         if err.is_terminal:  # the grid only where someone watches; logs get the recap
             live.start()
-        result = engine.run_playbook(
-            playbook,
-            inventory.path,
-            limit,
-            hosts,
-            check=args.check,
-            diff=args.diff,
-            tags=args.tags,
-            skip_tags=args.skip_tags,
-            extra_vars=args.extra_vars,
-            forks=args.forks,
-            vault_password_file=args.vault_password_file,
-            keep_artifacts=args.keep_artifacts,
-            on_update=on_update,
-            project_dir=project,
-        )
+        return engine.run_playbook(run, on_update=on_update)
     finally:
         live.stop()
         if args.roles:
-            Path(playbook).unlink(missing_ok=True)
+            Path(run.playbook).unlink(missing_ok=True)
+
+
+def _check_applied(args: argparse.Namespace, hosts: list[str], result: RunResult) -> None:
     if result.error:
         raise UsageError(
             f"ansible-playbook could not run the playbook:\n{result.error}",
@@ -184,39 +175,86 @@ def run(args: argparse.Namespace) -> int:
             "the playbooks target gpu_nodes, nvidia_nodes, amd_nodes and qdrant_nodes",
             hint="put the hosts in those groups (see inventory/hosts.yml)",
         )
-    rebooted: list[str] = []
-    if args.reboot and result.reboot_required and not args.check:
-        reboot = engine.run_playbook(
+
+
+def _reboot(args: argparse.Namespace, run: PlaybookRun, result: RunResult) -> list[str]:
+    """Reboot the hosts the run marked and wait for them (reboot.yml); the hosts rebooted. Their
+    failures join the run's; the ones that came back no longer need a reboot."""
+    from toolkit.provision import engine
+
+    reboot = engine.run_playbook(
+        engine.PlaybookRun(
             "reboot.yml",
-            inventory.path,
+            run.inventory,
             ":".join(result.reboot_required),
             result.reboot_required,
             extra_vars=args.extra_vars,
             vault_password_file=args.vault_password_file,
             forks=args.forks,
             keep_artifacts=args.keep_artifacts,
-            project_dir=project,
+            project_dir=run.project_dir,
         )
-        if reboot.error:  # the reboot playbook never ran: no host counts as rebooted
-            result.failures.append(engine.Failure("-", "reboot", "reboot.yml", reboot.error))
-            reboot.stats = {h: {"failures": 1} for h in result.reboot_required}
-        rebooted = [h for h in result.reboot_required if h not in reboot.failed_hosts]
-        result.failures += reboot.failures
-        for h in reboot.failed_hosts:
-            result.stats[h]["failures"] = result.stats[h].get("failures", 0) + 1
-        result.reboot_required = [h for h in result.reboot_required if h not in rebooted]
+    )
+    if reboot.error:  # the reboot playbook never ran: no host counts as rebooted
+        result.failures.append(engine.Failure("-", "reboot", "reboot.yml", reboot.error))
+        reboot.stats = {h: {"failures": 1} for h in result.reboot_required}
+    rebooted = [h for h in result.reboot_required if h not in reboot.failed_hosts]
+    result.failures += reboot.failures
+    for h in reboot.failed_hosts:
+        result.stats[h]["failures"] = result.stats[h].get("failures", 0) + 1
+    result.reboot_required = [h for h in result.reboot_required if h not in rebooted]
+    return rebooted
+
+
+def _print_recap(args: argparse.Namespace, result: RunResult, rebooted: list[str]) -> None:
+    from toolkit.console import out
+    from toolkit.provision.display import render_recap
+
     if args.json:
         json.dump(_as_json(result, args, rebooted), sys.stdout, indent=2)
         sys.stdout.write("\n")
-    else:
-        render_recap(result, out, args.check, show_changes=args.check or args.diff)
-        if rebooted:
-            out.print(f"Rebooted: {', '.join(rebooted)}")
-        if result.reboot_required:
-            out.print(
-                f"[yellow]Reboot required[/] on {', '.join(result.reboot_required)} "
-                "(toolkit provision ... --reboot does it)"
-            )
+        return
+    render_recap(result, out, args.check, show_changes=args.check or args.diff)
+    if rebooted:
+        out.print(f"Rebooted: {', '.join(rebooted)}")
+    if result.reboot_required:
+        out.print(
+            f"[yellow]Reboot required[/] on {', '.join(result.reboot_required)} "
+            "(toolkit provision ... --reboot does it)"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from toolkit.console import err
+    from toolkit.provision import engine
+    from toolkit.provision.inventory import load_inventory
+
+    _preflight(args)
+    inventory = load_inventory(_inventory_path(args.inventory), args.vault_password_file)
+    hosts = inventory.resolve(args.target, args.limit)
+    project = engine.playbooks_dir()
+    playbook, project = _playbook(args, project, engine.state_dir())
+    playbook_run = engine.PlaybookRun(
+        playbook,
+        inventory.path,
+        f"{args.target}:&{args.limit}" if args.limit else args.target,
+        hosts,
+        check=args.check,
+        diff=args.diff,
+        tags=args.tags,
+        skip_tags=args.skip_tags,
+        extra_vars=args.extra_vars,
+        forks=args.forks,
+        vault_password_file=args.vault_password_file,
+        keep_artifacts=args.keep_artifacts,
+        project_dir=project,
+    )
+    result = _run_with_grid(args, playbook_run)
+    _check_applied(args, hosts, result)
+    rebooted: list[str] = []
+    if args.reboot and result.reboot_required and not args.check:
+        rebooted = _reboot(args, playbook_run, result)
+    _print_recap(args, result, rebooted)
     err.print(f"Runner artifacts: {result.artifacts}", highlight=False)
     return EXIT_HOSTS_FAILED if result.failed_hosts else EXIT_OK
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.atomic import check_writable
@@ -205,7 +207,8 @@ def run_bench(args) -> int:
                 comparisons[host.name] = doc["comparison"]
         host.saved = str(report.save(doc, path))
 
-    fleet = _run_fleet(args, "bench", targets, script, _bench_host, store, timeout, folder)
+    job = _Job("bench", script, _bench_host, store, timeout, folder)
+    fleet = _run_fleet(args, targets, job)
     from toolkit.console import err, out
 
     console = err if args.json == "-" else out
@@ -318,17 +321,9 @@ def run_health(args) -> int:
         path = folder / f"health-{stamp}-{fleet_result.safe_name(host.name)}.json"
         host.saved = str(fleet_result.save_json(path, doc))
 
-    fleet = _run_fleet(
-        args,
-        "health",
-        targets,
-        script,
-        _health_host,
-        store,
-        args.host_timeout or HEALTH_TIMEOUT,
-        folder,
-        exit_code=_health_exit,
-    )
+    timeout = args.host_timeout or HEALTH_TIMEOUT
+    job = _Job("health", script, _health_host, store, timeout, folder, exit_code=_health_exit)
+    fleet = _run_fleet(args, targets, job)
     from toolkit.console import err, out
 
     fleet_result.render(fleet, err if args.json else out, [])
@@ -338,10 +333,24 @@ def run_health(args) -> int:
 # -- shared --------------------------------------------------------------------------------------------
 
 
-def _run_fleet(args, command, targets, script, interpret, store, timeout, folder, exit_code=max) -> dict:
-    from toolkit.glossary import utc_now
-    from toolkit.console import err
+@dataclass(frozen=True)
+class _Job:
+    """What a fleet command runs on each host and how it reads, keeps and sums up what came back."""
 
+    command: str  # bench | health
+    script: Callable[[Target], str]  # the sh script a host runs
+    interpret: Callable[[runner.HostRun], fleet_result.HostResult]
+    store: Callable[[fleet_result.HostResult], None]  # saves a host's document where it belongs
+    timeout: float  # per host
+    folder: Path  # where the fleet document goes
+    exit_code: Callable[[list[int]], int] = max  # the fleet's exit code from the hosts' codes
+
+
+def _run_fleet(args, targets: list[Target], job: _Job) -> dict:
+    from toolkit.console import err
+    from toolkit.glossary import utc_now
+
+    command, interpret, timeout = job.command, job.interpret, job.timeout
     results: dict[str, fleet_result.HostResult] = {}
 
     def on_done(run: runner.HostRun) -> None:
@@ -351,7 +360,7 @@ def _run_fleet(args, command, targets, script, interpret, store, timeout, folder
 
             # no document came back: what the node printed last says why
             host.extra["stderr_tail"] = redact("\n".join(run.outcome.stderr.strip().splitlines()[-15:]))
-        store(host)
+        job.store(host)
         results[run.target.name] = host
 
     def label(run: runner.HostRun) -> str:
@@ -366,29 +375,28 @@ def _run_fleet(args, command, targets, script, interpret, store, timeout, folder
         f"host timeout {timeout:g} s",
         highlight=False,
     )
-    runs, interrupted = runner.run_all(
-        targets,
-        script,
+    options = runner.RunOptions(
         forks=args.forks,
         timeout=timeout,
         connect_timeout=args.connect_timeout,
-        console=err,
-        title=f"toolkit {command}",
-        label=label,
-        on_done=on_done,
         strict_host_keys=args.strict_host_keys,
+    )
+    runs, interrupted = runner.run_all(
+        targets, job.script, options, console=err, title=f"toolkit {command}", label=label, on_done=on_done
     )
     hosts = [results.get(r.target.name) or interpret(r) for r in runs]
     codes = [h.exit_code for h in hosts]
-    code = EXIT_INTERRUPTED if interrupted else exit_code([c for c in codes if c != EXIT_INTERRUPTED] or [0])
-    options = {
+    code = (
+        EXIT_INTERRUPTED if interrupted else job.exit_code([c for c in codes if c != EXIT_INTERRUPTED] or [0])
+    )
+    recorded = {
         "inventory": str(args.inventory),
         "limit": args.limit or "all",
         "forks": args.forks,
         "host_timeout_seconds": timeout,
     }
-    doc = fleet_result.fleet_doc(command, started, utc_now(), options, hosts, code, interrupted)
-    saved = fleet_result.save(doc, folder)
+    doc = fleet_result.fleet_doc(command, started, utc_now(), recorded, hosts, code, interrupted)
+    saved = fleet_result.save(doc, job.folder)
     json_target = getattr(args, "json", None)
     if json_target is True or json_target == "-":
         sys.stdout.write(json.dumps(doc, indent=1) + "\n")

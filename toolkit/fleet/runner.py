@@ -19,6 +19,16 @@ DEFAULT_FORKS = 5  # Ansible's default
 DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How a fleet run reaches and paces its hosts."""
+
+    forks: int  # hosts worked on at once
+    timeout: float | None  # per host, from its start; None: no limit
+    connect_timeout: float
+    strict_host_keys: bool = False
+
+
 @dataclass
 class HostRun:
     target: Target
@@ -88,15 +98,12 @@ class _Display:
 def run_all(
     targets: list[Target],
     script_for: Callable[[Target], str],
+    options: RunOptions,
     *,
-    forks: int,
-    timeout: float | None,
-    connect_timeout: float,
     console,
     title: str,
     label: Callable[[HostRun], str],
     on_done: Callable[[HostRun], None],
-    strict_host_keys: bool = False,
 ) -> tuple[list[HostRun], bool]:
     """Every target's run (in inventory order) and whether the user interrupted."""
     runs = [HostRun(t) for t in targets]
@@ -115,7 +122,13 @@ def run_all(
 
         try:
             r.outcome = transport.run(
-                r.target, script_for(r.target), timeout, connect_timeout, cancel, line, strict_host_keys
+                r.target,
+                script_for(r.target),
+                options.timeout,
+                options.connect_timeout,
+                cancel,
+                line,
+                options.strict_host_keys,
             )
         except Exception as err:  # one host's surprise (a paramiko corner) must not end the others' runs
             r.outcome = transport.Outcome("unreachable", None, "", "", f"{type(err).__name__}: {err}")
@@ -124,7 +137,7 @@ def run_all(
         return r
 
     interrupted = False
-    pool = ThreadPoolExecutor(max_workers=max(1, forks), thread_name_prefix="fleet")
+    pool = ThreadPoolExecutor(max_workers=max(1, options.forks), thread_name_prefix="fleet")
     futures = [pool.submit(work, r) for r in runs]
     handed: set[Future] = set()
     with _Display(console, title, runs, label) as display:

@@ -100,7 +100,12 @@ def _stop_reason(deadline: float | None, cancel: threading.Event) -> str | None:
     return None
 
 
-def _run_ssh(target, script, timeout, connect_timeout, cancel, on_line, strict_host_keys=False) -> Outcome:
+def _unreachable(message: str, out: _Lines | None = None, errs: _Lines | None = None) -> Outcome:
+    return Outcome("unreachable", None, out.text() if out else "", errs.text() if errs else "", message)
+
+
+def _connect(target: Target, connect_timeout: float, strict_host_keys: bool):
+    """(an open fabric Connection, None), or (None, the Outcome that says why the node is unreachable)."""
     from fabric import Connection
     from paramiko.ssh_exception import AuthenticationException, NoValidConnectionsError, SSHException
 
@@ -121,61 +126,74 @@ def _run_ssh(target, script, timeout, connect_timeout, cancel, on_line, strict_h
     try:
         conn.open()
     except AuthenticationException:
-        return Outcome("unreachable", None, "", "", f"SSH login as {conn.user} refused (key not accepted)")
+        return None, _unreachable(f"SSH login as {conn.user} refused (key not accepted)")
     except NoValidConnectionsError as err:
         reason = "; ".join(sorted({e.strerror or str(e) for e in err.errors.values()})) or str(err)
-        return Outcome("unreachable", None, "", "", f"cannot connect to {target.where}: {reason}")
+        return None, _unreachable(f"cannot connect to {target.where}: {reason}")
     except TimeoutError:
-        return Outcome("unreachable", None, "", "", f"no answer from {target.where} in {connect_timeout:g} s")
+        return None, _unreachable(f"no answer from {target.where} in {connect_timeout:g} s")
     except (OSError, SSHException, EOFError) as err:
         text = str(err) or type(err).__name__
         if "not found in known_hosts" in text:
             text = "host key not in known_hosts (--strict-host-keys)"
-        return Outcome("unreachable", None, "", "", f"SSH to {target.where} failed: {text}")
+        return None, _unreachable(f"SSH to {target.where} failed: {text}")
+    return conn, None
+
+
+def _receive(chan, out: _Lines, errs: _Lines) -> bool:
+    """Feed what the channel has ready to `out` and `errs`; whether there was anything."""
+    busy = False
+    if chan.recv_ready():
+        out.feed(chan.recv(65536).decode("utf-8", "replace"))
+        busy = True
+    if chan.recv_stderr_ready():
+        errs.feed(chan.recv_stderr(65536).decode("utf-8", "replace"))
+        busy = True
+    return busy
+
+
+def _follow(chan, out: _Lines, errs: _Lines, deadline: float | None, cancel: threading.Event) -> str | None:
+    """Read the channel until the command ends. On a stop (deadline, cancel) close its stdin and give it
+    GRACE_SECONDS to hand back what it finished. The stop reason, or None when it ended by itself."""
+    stopped, stop_at = None, None
+    while True:
+        if _receive(chan, out, errs):
+            continue
+        if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            break
+        if chan.closed:
+            break
+        reason = stopped or _stop_reason(deadline, cancel)
+        if reason and stopped is None:
+            stopped, stop_at = reason, time.monotonic()
+            chan.shutdown_write()  # EOF on the wrapper's fd 3: the toolkit gets SIGTERM
+        if stopped and time.monotonic() - stop_at > GRACE_SECONDS:
+            break
+        time.sleep(0.05)
+    return stopped
+
+
+def _run_ssh(target, script, timeout, connect_timeout, cancel, on_line, strict_host_keys=False) -> Outcome:
+    from paramiko.ssh_exception import SSHException
+
+    conn, refused = _connect(target, connect_timeout, strict_host_keys)
+    if refused is not None:
+        return refused
     out, errs = _Lines(None), _Lines(on_line)
     deadline = time.monotonic() + timeout if timeout else None
-    stopped, stop_at = None, None
     try:
         chan = conn.create_session()
         chan.exec_command(f"sh -c {shlex.quote(script)} toolkit-fleet")
-        while True:
-            busy = False
-            if chan.recv_ready():
-                out.feed(chan.recv(65536).decode("utf-8", "replace"))
-                busy = True
-            if chan.recv_stderr_ready():
-                errs.feed(chan.recv_stderr(65536).decode("utf-8", "replace"))
-                busy = True
-            if busy:
-                continue
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                break
-            if chan.closed:
-                break
-            reason = stopped or _stop_reason(deadline, cancel)
-            if reason and stopped is None:
-                stopped, stop_at = reason, time.monotonic()
-                chan.shutdown_write()  # EOF on the wrapper's fd 3: the toolkit gets SIGTERM
-            if stopped and time.monotonic() - stop_at > GRACE_SECONDS:
-                break
-            time.sleep(0.05)
+        stopped = _follow(chan, out, errs, deadline, cancel)
         code = chan.recv_exit_status() if chan.exit_status_ready() else None
     except (OSError, SSHException, EOFError) as err:
-        return Outcome(
-            "unreachable", None, out.text(), errs.text(), f"connection to {target.where} lost: {err}"
-        )
+        return _unreachable(f"connection to {target.where} lost: {err}", out, errs)
     finally:
         conn.close()
     # no exit status (-1: paramiko's "killed by a signal"): the node may have gone away mid-run (powered
     # off, rebooted, network): if it no longer answers, it is unreachable, not a failed run
     if code in (None, -1) and stopped is None and not _answers(target, connect_timeout):
-        return Outcome(
-            "unreachable",
-            None,
-            out.text(),
-            errs.text(),
-            f"connection to {target.where} lost before the run ended",
-        )
+        return _unreachable(f"connection to {target.where} lost before the run ended", out, errs)
     return _outcome(stopped, code, out.text(), errs.text(), timeout)
 
 

@@ -182,45 +182,44 @@ def scrub_artifacts(folder: Path) -> None:
         command.write_text(json.dumps(doc))
 
 
-def run_playbook(
-    playbook: str,
-    inventory: Path,
-    limit: str,
-    hosts: list[str],
-    *,
-    check: bool = False,
-    diff: bool = False,
-    tags: str | None = None,
-    skip_tags: str | None = None,
-    extra_vars: list[str] | None = None,
-    forks: int = 10,
-    vault_password_file: str | None = None,
-    keep_artifacts: int = 20,
-    on_update: Callable[[str, str, str, str], None] | None = None,
-    project_dir: Path | None = None,
-) -> RunResult:
-    playbook_bin = find_ansible_playbook()
-    try:
-        import ansible_runner
-    except ImportError:
-        raise MissingDependency("ansible-runner is not installed", hint=INSTALL_HINT) from None
-    project = project_dir or playbooks_dir()
-    private = state_dir() / "provision"
-    private.mkdir(parents=True, exist_ok=True, mode=0o700)
+@dataclass(frozen=True)
+class PlaybookRun:
+    """One ansible-playbook run: the playbook, the hosts it runs on, and ansible-playbook's options."""
+
+    playbook: str  # a file in project_dir, or an absolute path
+    inventory: Path
+    limit: str  # the Ansible host pattern
+    hosts: list[str]  # the hosts the recap lists, in this order
+    check: bool = False
+    diff: bool = False
+    tags: str | None = None
+    skip_tags: str | None = None
+    extra_vars: list[str] | None = None  # as `-e` takes them: KEY=VALUE, JSON or @file
+    forks: int = 10
+    vault_password_file: str | None = None
+    keep_artifacts: int = 20
+    project_dir: Path | None = None  # None: the shipped playbooks
+
+
+def _cmdline(run: PlaybookRun) -> list[str]:
+    """ansible-playbook's arguments that ansible-runner has no parameter for."""
     cmdline = []
-    if check:
+    if run.check:
         cmdline.append("--check")
-    if diff:
+    if run.diff:
         cmdline.append("--diff")
-    for item in extra_vars or []:
+    for item in run.extra_vars or []:
         # ansible-playbook runs in the playbooks folder: make `@file` relative to where the user is
         if item.startswith("@"):
             item = "@" + str(Path(item[1:]).expanduser().resolve())
         cmdline += ["-e", item]
-    if vault_password_file:
-        cmdline += ["--vault-password-file", str(Path(vault_password_file).resolve())]
-    sink = EventSink(on_update=on_update or (lambda *a: None), capture_changes=check or diff)
-    envvars = {
+    if run.vault_password_file:
+        cmdline += ["--vault-password-file", str(Path(run.vault_password_file).resolve())]
+    return cmdline
+
+
+def _envvars(project: Path, playbook_bin: str) -> dict[str, str]:
+    return {
         "ANSIBLE_ROLES_PATH": str(project / "roles"),
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_FORCE_COLOR": "False",
@@ -231,6 +230,32 @@ def run_playbook(
         "ANSIBLE_GATHERING": os.environ.get("ANSIBLE_GATHERING", "smart"),
         "PATH": os.pathsep.join([str(Path(playbook_bin).parent), os.environ.get("PATH", "")]),
     }
+
+
+def _host_stats(raw: dict | None, hosts: list[str]) -> dict[str, dict[str, int]]:
+    """host -> counter -> n: every host of the run (all zero where the playbook never reached it)."""
+    stats: dict[str, dict[str, int]] = {h: dict.fromkeys(COUNTERS, 0) for h in hosts}
+    raw = raw or {}
+    for counter in COUNTERS:
+        for host, n in (raw.get(counter) or {}).items():
+            stats.setdefault(host, dict.fromkeys(COUNTERS, 0))[counter] = n
+    return stats
+
+
+def run_playbook(
+    run: PlaybookRun, on_update: Callable[[str, str, str, str], None] | None = None
+) -> RunResult:
+    playbook_bin = find_ansible_playbook()
+    try:
+        import ansible_runner
+    except ImportError:
+        raise MissingDependency("ansible-runner is not installed", hint=INSTALL_HINT) from None
+    project = run.project_dir or playbooks_dir()
+    private = state_dir() / "provision"
+    private.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cmdline = _cmdline(run)
+    sink = EventSink(on_update=on_update or (lambda *a: None), capture_changes=run.check or run.diff)
+    envvars = _envvars(project, playbook_bin)
     ident = uuid.uuid4().hex
     artifacts = private / "artifacts" / ident
     cancel = {"requested": False}
@@ -247,28 +272,24 @@ def run_playbook(
             cancel_callback=lambda: cancel["requested"],
             private_data_dir=str(private),
             project_dir=str(project),
-            playbook=playbook,
-            inventory=str(Path(inventory).resolve()),
-            limit=limit,
-            tags=tags,
-            skip_tags=skip_tags,
+            playbook=run.playbook,
+            inventory=str(Path(run.inventory).resolve()),
+            limit=run.limit,
+            tags=run.tags,
+            skip_tags=run.skip_tags,
             cmdline=" ".join(_quote(a) for a in cmdline) or None,
-            forks=forks,
+            forks=run.forks,
             envvars=envvars,
             event_handler=sink,
             quiet=True,
-            rotate_artifacts=keep_artifacts,
+            rotate_artifacts=run.keep_artifacts,
             suppress_env_files=True,
         )
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         scrub_artifacts(artifacts)  # also after Ctrl-C or a crash: the environment must not stay on disk
-    stats: dict[str, dict[str, int]] = {h: dict.fromkeys(COUNTERS, 0) for h in hosts}
-    raw = runner.stats or {}
-    for counter in COUNTERS:
-        for host, n in (raw.get(counter) or {}).items():
-            stats.setdefault(host, dict.fromkeys(COUNTERS, 0))[counter] = n
+    stats = _host_stats(runner.stats, run.hosts)
     error = None
     if cancel["requested"] or runner.status == "canceled":
         raise KeyboardInterrupt
@@ -282,7 +303,7 @@ def run_playbook(
         changes=sink.changes,
         reboot_required=sorted(h for h, needed in sink.reboot.items() if needed),
         artifacts=artifacts,
-        hosts=hosts,
+        hosts=run.hosts,
         error=error,
     )
 

@@ -229,8 +229,8 @@ def _temperatures(result: CollectorResult, prefix: str, gpu: dict, thresholds: d
         "°C",
         detail,
         "toolkit_gpu_temperature_celsius",
+        **labels,
         sensor=primary,
-        labels=labels,
     )
     for sensor in ("edge", "vram"):
         value = gpu.get(f"temperature_{sensor}_c")
@@ -251,8 +251,8 @@ def _temperatures(result: CollectorResult, prefix: str, gpu: dict, thresholds: d
             "°C",
             detail,
             "toolkit_gpu_temperature_celsius",
+            **labels,
             sensor=sensor,
-            labels=labels,
         )
 
 
@@ -332,7 +332,7 @@ def checks_from_amdsmi(
             detail,
             "toolkit_gpu_utilization_ratio",
             gfx / 100 if gfx is not None else None,
-            labels=labels,
+            **labels,
         )
     return result
 

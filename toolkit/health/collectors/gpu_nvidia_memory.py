@@ -35,7 +35,7 @@ def ecc_checks(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
     if pending is not None and mode is not None and pending != mode:
         detail += f"; ECC {'enable' if pending else 'disable'} pending a reboot"
     value = None if mode is None else ("enabled" if mode else "disabled")
-    add(result, f"{prefix}.ecc", status, value, None, detail, None, labels=labels)
+    add(result, f"{prefix}.ecc", status, value, None, detail, None, **labels)
     for (kind, scope), count in counts.items():
         add(
             result,
@@ -45,9 +45,9 @@ def ecc_checks(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
             None,
             f"{kind} ECC errors, {scope}" if count is not None else "not supported",
             "toolkit_gpu_ecc_errors_total",
+            **labels,
             type=kind,
             scope=scope,
-            labels=labels,
         )
 
 
@@ -64,7 +64,7 @@ def row_remapping_checks(result: CollectorResult, prefix: str, gpu: dict, labels
     else:
         status, value = Status.OK, "ok"
         detail = counts
-    add(result, f"{prefix}.row_remapping", status, value, None, detail, None, labels=labels)
+    add(result, f"{prefix}.row_remapping", status, value, None, detail, None, **labels)
     for kind, count in (("correctable", corr), ("uncorrectable", unc)):
         add(
             result,
@@ -74,8 +74,8 @@ def row_remapping_checks(result: CollectorResult, prefix: str, gpu: dict, labels
             None,
             f"rows remapped for {kind} errors",
             "toolkit_gpu_remapped_rows_total",
+            **labels,
             type=kind,
-            labels=labels,
         )
     add(
         result,
@@ -85,7 +85,7 @@ def row_remapping_checks(result: CollectorResult, prefix: str, gpu: dict, labels
         None,
         "remap pending a GPU reset",
         "toolkit_gpu_row_remap_pending",
-        labels=labels,
+        **labels,
     )
     add(
         result,
@@ -95,7 +95,7 @@ def row_remapping_checks(result: CollectorResult, prefix: str, gpu: dict, labels
         None,
         "remapping failure occurred",
         "toolkit_gpu_row_remap_failure",
-        labels=labels,
+        **labels,
     )
 
 
@@ -111,7 +111,7 @@ def retired_pages_checks(result: CollectorResult, prefix: str, gpu: dict, labels
             None,
             "not supported (neither page retirement nor row remapping)",
             None,
-            labels=labels,
+            **labels,
         )
         return
     total = (sbe or 0) + (dbe or 0)
@@ -122,7 +122,7 @@ def retired_pages_checks(result: CollectorResult, prefix: str, gpu: dict, labels
         status, detail = Status.WARNING, f"{counts}: at NVIDIA's replacement threshold of 60"
     else:
         status, detail = Status.OK, counts
-    add(result, f"{prefix}.retired_pages", status, total, None, detail, None, labels=labels)
+    add(result, f"{prefix}.retired_pages", status, total, None, detail, None, **labels)
     for cause, count in (("single_bit_ecc", sbe), ("double_bit_ecc", dbe)):
         add(
             result,
@@ -132,8 +132,8 @@ def retired_pages_checks(result: CollectorResult, prefix: str, gpu: dict, labels
             None,
             f"pages retired for {cause.replace('_', ' ')} errors" if count is not None else "not supported",
             "toolkit_gpu_retired_pages_total",
+            **labels,
             cause=cause,
-            labels=labels,
         )
     add(
         result,
@@ -143,5 +143,5 @@ def retired_pages_checks(result: CollectorResult, prefix: str, gpu: dict, labels
         None,
         "retirement pending a GPU reset" if pending is not None else "not supported",
         "toolkit_gpu_retired_pages_pending",
-        labels=labels,
+        **labels,
     )

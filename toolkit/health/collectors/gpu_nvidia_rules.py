@@ -83,7 +83,7 @@ def _temperature(result: CollectorResult, prefix: str, gpu: dict, thresholds: di
         "°C",
         detail,
         "toolkit_gpu_temperature_celsius",
-        labels=labels,
+        **labels,
     )
 
 
@@ -102,7 +102,7 @@ def _utilization(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
         detail,
         "toolkit_gpu_utilization_ratio",
         util / 100 if util is not None else None,
-        labels=labels,
+        **labels,
     )
 
 
@@ -125,7 +125,7 @@ def _clocks(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
         detail,
         "toolkit_gpu_sm_clock_hertz",
         sm * 1e6 if sm is not None else None,
-        labels=labels,
+        **labels,
     )
     add(
         result,
@@ -136,7 +136,7 @@ def _clocks(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
         "memory clock" if mem is not None else "memory clock not supported",
         "toolkit_gpu_memory_clock_hertz",
         mem * 1e6 if mem is not None else None,
-        labels=labels,
+        **labels,
     )
 
 
@@ -144,7 +144,7 @@ def _clock_events(result: CollectorResult, prefix: str, gpu: dict, labels: dict)
     mask = gpu.get("clocks_event_reasons")
     if mask is None:
         detail = "clock event reasons not supported"
-        add(result, f"{prefix}.clock_events", Status.OK, None, None, detail, None, labels=labels)
+        add(result, f"{prefix}.clock_events", Status.OK, None, None, detail, None, **labels)
         return
     active = decode_clock_events(mask)
     status = Status.OK
@@ -170,7 +170,7 @@ def _clock_events(result: CollectorResult, prefix: str, gpu: dict, labels: dict)
         None,
         detail,
         None,
-        labels=labels,
+        **labels,
     )
     for bit, name in CLOCK_EVENT_REASONS.items():
         add(
@@ -181,8 +181,8 @@ def _clock_events(result: CollectorResult, prefix: str, gpu: dict, labels: dict)
             None,
             f"{CLOCK_EVENT_TEXT[name]} {'active' if mask & bit else 'inactive'}",
             "toolkit_gpu_clock_event_active",
+            **labels,
             reason=name,
-            labels=labels,
         )
 
 
@@ -221,7 +221,7 @@ def _pcie(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
     else:
         value = f"gen{gen} x{width}"
         detail = "; ".join(notes) or f"gen{gen} x{width}, as fast as the slot allows"
-    add(result, f"{prefix}.pcie", status, value, None, detail, None, labels=labels)
+    add(result, f"{prefix}.pcie", status, value, None, detail, None, **labels)
     for series, v, metric in (
         ("width", width, "toolkit_gpu_pcie_link_width"),
         ("width_max", width_max, "toolkit_gpu_pcie_link_width_max"),
@@ -236,7 +236,7 @@ def _pcie(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
             None,
             f"PCIe link {series.replace('_', ' ')}" if v is not None else "not supported",
             metric,
-            labels=labels,
+            **labels,
         )
 
 
@@ -260,7 +260,7 @@ def _persistence(result: CollectorResult, prefix: str, gpu: dict, os_name: str, 
         detail,
         "toolkit_gpu_persistence_mode",
         flag(mode),
-        labels=labels,
+        **labels,
     )
 
 
@@ -275,7 +275,7 @@ def _fan(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
         "fan speed, % of maximum" if fan is not None else "fan speed not supported (passively cooled board?)",
         "toolkit_gpu_fan_speed_ratio",
         fan / 100 if fan is not None else None,
-        labels=labels,
+        **labels,
     )
 
 
@@ -348,7 +348,7 @@ def checks_from_nvml(
                 None,
                 f"NVML cannot read this GPU ({why}): check `dmesg` for Xid errors, reset or reboot",
                 None,
-                labels=labels,
+                **labels,
             )
             if "handle" in errors:
                 continue

@@ -31,17 +31,18 @@ def add(
     result: CollectorResult,
     name: str,
     status: Status,
+    /,
     value: Any = None,
     unit: str | None = None,
     detail: str = "",
     metric: str | None = None,
     prom_value: float | None = None,
-    labels: dict | None = None,
-    **more: str,
+    **labels: Any,
 ) -> Check:
-    """`CollectorResult.add` with the labels as a dict: a `name` label would clash with its argument."""
+    """`CollectorResult.add` for GPU checks, whose labels include `name` (the GPU model): the result, the
+    check's name and its status are positional-only, so a `name=` label is a label, not a clash."""
     check = result.add(name, status, value, unit, detail, metric, prom_value)
-    check.labels = {k: str(v) for k, v in {**(labels or {}), **more}.items()}
+    check.labels = {k: str(v) for k, v in labels.items()}
     return check
 
 
@@ -104,7 +105,7 @@ def power_checks(
         detail = f"{power:.0f} W (power limit not supported)"
     if power is not None and source:
         detail += f"; {source.replace('_', ' ')}"
-    add(result, f"{prefix}.power", Status.OK, power, "W", detail, "toolkit_gpu_power_watts", labels=labels)
+    add(result, f"{prefix}.power", Status.OK, power, "W", detail, "toolkit_gpu_power_watts", **labels)
     add(
         result,
         f"{prefix}.power.limit",
@@ -113,7 +114,7 @@ def power_checks(
         "W",
         limit_name if limit is not None else "power limit not supported",
         "toolkit_gpu_power_limit_watts",
-        labels=labels,
+        **labels,
     )
 
 
@@ -142,7 +143,7 @@ def memory_checks(
         "bytes",
         detail,
         "toolkit_gpu_memory_used_bytes",
-        labels=labels,
+        **labels,
     )
     add(
         result,
@@ -152,7 +153,7 @@ def memory_checks(
         "bytes",
         f"{gib(total)} {total_note}" if total is not None else f"{noun} size not supported",
         "toolkit_gpu_memory_total_bytes",
-        labels=labels,
+        **labels,
     )
 
 

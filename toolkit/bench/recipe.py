@@ -1,0 +1,128 @@
+"""A training recipe: what one `train:NAME` load runs, as LLaMA-Factory would name it, and the value
+parsers the importer and `--set recipe.FIELD=VALUE` share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from toolkit.bench.shape import LORA_MODULES, ModelShape
+from toolkit.errors import UsageError
+
+STAGES = ("sft", "kto", "dpo")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    stage: str  # sft | kto | dpo
+    model: ModelShape
+    architecture: str | None = None  # shipped architecture name (None with --model)
+    model_config: dict = field(default_factory=dict)  # the architecture's Hugging Face config keys
+    description: str = ""
+    source: str = ""
+    profile: str | None = None  # the GPU class the recipe was written for
+    observed_peak_gb: float | None = None
+    finetuning_type: str = "lora"  # lora | full
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target: tuple[str, ...] = LORA_MODULES
+    pref_beta: float = 0.1
+    pref_loss: str = "sigmoid"
+    pref_ftx: float = 0.0
+    max_length: int = 2048
+    batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-5
+    lr_scheduler_type: str = "cosine"
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    precision: str = "bf16"  # bf16 | fp16 | fp32 (fp32 on the CPU whatever the recipe says)
+    quantization_bit: int | None = None  # 4 or 8 (bitsandbytes)
+    quantization_type: str = "nf4"
+    double_quantization: bool = True
+    activation_checkpointing: bool = True  # LLaMA-Factory's default
+    chat_format: bool = False
+    eos_token: str | None = None
+    pad_token: str = "<pad>"
+    prompt_words: int = 0  # 0: derived from max_length
+    completion_words: int = 0
+    warmup_steps: int = 3
+    measured_steps: int = 10
+    unhonoured: tuple[tuple[str, str], ...] = ()  # (key, why) of the imported file
+    notes: tuple[str, ...] = ()
+    origin: str = ""
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization_bit is not None
+
+    @property
+    def words(self) -> tuple[int, int]:
+        """Synthetic prompt and completion lengths in words: about a fifth and a half of the context."""
+        if self.prompt_words and self.completion_words:
+            return self.prompt_words, self.completion_words
+        return max(4, self.max_length * 2 // 10), max(8, self.max_length * 45 // 100)
+
+    def summary(self) -> dict:
+        from toolkit.bench import flops
+
+        params = flops.total_params(self.model)
+        return {
+            "name": self.name,
+            "stage": self.stage,
+            "finetuning": (
+                f"{'QLoRA' if self.quantized else 'LoRA'} r{self.lora_rank}"
+                if self.finetuning_type == "lora"
+                else "full"
+            ),
+            "architecture": self.architecture or "(from --model)",
+            "parameters": params,
+            "quantization": f"{self.quantization_bit}-bit {self.quantization_type}"
+            if self.quantized
+            else None,
+            "max_length": self.max_length,
+            "batch": f"{self.batch_size} x {self.gradient_accumulation_steps}",
+            "profile": self.profile,
+            "description": self.description,
+        }
+
+
+def as_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def lora_target(value) -> tuple[str, ...]:
+    if value in (None, "all", ["all"]):
+        return LORA_MODULES
+    items = value if isinstance(value, list) else str(value).split(",")
+    items = tuple(i.strip() for i in items if str(i).strip())
+    unknown = [i for i in items if i not in LORA_MODULES]
+    if unknown:
+        raise UsageError(
+            f"lora_target {', '.join(unknown)} is not a linear module of the supported architectures",
+            hint=f"use all, or some of {', '.join(LORA_MODULES)}",
+        )
+    return items
+
+
+def validate(recipe: Recipe) -> None:
+    problems = []
+    for name in ("max_length", "batch_size", "gradient_accumulation_steps", "measured_steps", "lora_rank"):
+        if getattr(recipe, name) < 1:
+            problems.append(f"{name} must be at least 1, not {getattr(recipe, name)}")
+    if recipe.warmup_steps < 0:
+        problems.append(f"warmup_steps must be at least 0, not {recipe.warmup_steps}")
+    if recipe.stage == "kto" and recipe.batch_size < 2:
+        problems.append("KTO needs per_device_train_batch_size of at least 2 (its KL term mixes the batch)")
+    if recipe.precision not in ("bf16", "fp16", "fp32"):
+        problems.append(f"precision {recipe.precision!r}: bf16, fp16 or fp32")
+    if recipe.eos_token is not None and recipe.eos_token == recipe.pad_token:
+        problems.append(
+            f"pad token {recipe.pad_token!r} is the EOS token: a model trained so never learns to stop"
+        )
+    if problems:
+        raise UsageError(f"recipe {recipe.name}: {'; '.join(problems)}")
