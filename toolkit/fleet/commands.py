@@ -21,7 +21,7 @@ from toolkit.errors import EXIT_INTERRUPTED, EXIT_UNKNOWN, EXIT_USAGE, UsageErro
 from toolkit.fleet import result as fleet_result
 from toolkit.fleet import runner, transport
 from toolkit.fleet.targets import Target
-from toolkit.glossary import gpu_class_of
+from toolkit.glossary import gpu_class_of, health_label
 
 EXIT_HOST_UNREACHABLE = 3
 BENCH_TIMEOUT = 4 * 3600.0
@@ -228,8 +228,6 @@ def _check_folder(folder: Path) -> None:
 
 # -- health --------------------------------------------------------------------------------------------
 
-HEALTH_STATES = {0: "ok", 1: "warning", 2: "critical", 3: "unknown"}
-
 
 def health_argv(args) -> list[str]:
     argv = ["health", "--json"]
@@ -264,7 +262,7 @@ def _health_host(run: runner.HostRun) -> fleet_result.HostResult:
             message=_no_toolkit(run.target),
             **base,
         )
-    if base["doc"] is None or out.exit_code not in HEALTH_STATES:
+    if base["doc"] is None or health_label(out.exit_code) is None:
         return fleet_result.HostResult(
             state="unknown",
             exit_code=EXIT_UNKNOWN,
@@ -276,14 +274,14 @@ def _health_host(run: runner.HostRun) -> fleet_result.HostResult:
         ("not ok: " + ", ".join(bad[:6]) + (f" (+{len(bad) - 6})" if len(bad) > 6 else "")) if bad else ""
     )
     return fleet_result.HostResult(
-        state=HEALTH_STATES[out.exit_code], exit_code=out.exit_code, message=message, **base
+        state=health_label(out.exit_code), exit_code=out.exit_code, message=message, **base
     )
 
 
 def _health_exit(codes: list[int]) -> int:
     from toolkit.health.model import Status, worst
 
-    return int(worst(Status(c) for c in codes if c in HEALTH_STATES))
+    return int(worst(Status(c) for c in codes if health_label(c) is not None))
 
 
 def run_health(args) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from toolkit import __version__
 from toolkit.atomic import write_text_atomic
+from toolkit.console import style_of
 from toolkit.fleet.runner import HostRun
 from toolkit.fleet.transport import remote_version
 
@@ -132,7 +133,7 @@ def render(doc: dict, console, columns: list[tuple[str, callable]]) -> None:
     for col in ("host", "state", "exit", "time", "toolkit", *(c for c, _ in columns), "detail"):
         table.add_column(col, no_wrap=col != "detail", overflow="fold")
     for h in doc["hosts"]:
-        style = STATE_STYLE.get(h["state"], "")
+        style = style_of(h["state"])
         version = h["toolkit_version"] or "-"
         if h["version_mismatch"]:
             version = f"[yellow]{escape(version)} ≠ {__version__}[/]"
@@ -152,22 +153,6 @@ def render(doc: dict, console, columns: list[tuple[str, callable]]) -> None:
             f"{', '.join(doc['version_mismatches'])}[/] — re-run the health_report role to update the nodes",
             highlight=False,
         )
-
-
-STATE_STYLE = {
-    "ok": "green",
-    "pass": "green",
-    "warning": "yellow",
-    "warn": "yellow",
-    "failed": "red",
-    "critical": "red",
-    "error": "red bold",
-    "unknown": "magenta",
-    "unreachable": "red bold",
-    "timeout": "red bold",
-    "interrupted": "yellow bold",
-    "not_started": "dim",
-}
 
 
 def version_of(run: HostRun) -> str | None:
