@@ -76,8 +76,8 @@ def resolve(recipe_name: str, scale_name: str, sets: list[str]):
         dtype="float32",
         scale=scale,
         settings=settings,
-        profile="cpu",
-        gpu_class=None,
+        gpu_class="cpu",
+        spec=None,
         recipes={recipe.name: recipe},
     )
     return ctx, train.for_scale(ctx, recipe)
@@ -434,8 +434,8 @@ def micro(threads: int, doc: dict | None, step_time: float | None) -> None:
         dtype="float32",
         scale=settings.scales["tiny"],
         settings=settings,
-        profile="cpu",
-        gpu_class=None,
+        gpu_class="cpu",
+        spec=None,
     )
     ctx.peaks.flops = 1e11
     rec = WorkloadRecord("kto_lora")

@@ -33,8 +33,8 @@ class RunContext:
     dtype: str  # "float32" on the CPU, the class's 16-bit tensor type on a GPU
     scale: Scale
     settings: BenchSettings
-    profile: str
-    gpu_class: GpuClass | None
+    gpu_class: str  # the class's key, or "cpu"
+    spec: GpuClass | None  # its catalog entry; None on the cpu profile
     peaks: Peaks = field(default_factory=Peaks)
     progress: Callable[[int, int], None] = lambda done, total: None
     seed: int = 0
@@ -46,7 +46,7 @@ class RunContext:
     @property
     def measured_peaks(self) -> bool:
         """The cpu profile measures its peaks in the run; GPU classes take them from the catalog."""
-        return self.gpu_class is None
+        return self.spec is None
 
     def floor(self, name: str) -> tuple[float | None, Floor]:
         f = self.settings.floors[name]

@@ -111,7 +111,7 @@ def run(ctx, rec) -> None:
             f"n(n+1)/2 = {expected_sum:g}",
         )
         return
-    figure = ctx.gpu_class.value("interconnect_bandwidth_bytes_per_second") if ctx.gpu_class else None
+    figure = ctx.spec.value("interconnect_bandwidth_bytes_per_second") if ctx.spec else None
     floor, f = ctx.floor("allreduce")
     if not on_gpu:
         reason = (
@@ -120,10 +120,10 @@ def run(ctx, rec) -> None:
         )
     elif figure is None or floor is None:
         reason = (
-            f"the GPU catalog holds no interconnect (NVLink/PCIe) bandwidth for {ctx.profile}, "
+            f"the GPU catalog holds no interconnect (NVLink/PCIe) bandwidth for {ctx.gpu_class}, "
             "so busbw is measured and reported, not judged"
         )
     else:
-        reason = f"floor {floor} x {ctx.profile} interconnect bandwidth {si(figure, 'B/s')}"
+        reason = f"floor {floor} x {ctx.gpu_class} interconnect bandwidth {si(figure, 'B/s')}"
     minimum = floor * figure if on_gpu and figure and floor else None
     ctx.check(rec, "bus_bandwidth_bytes_per_second", minimum, reason, f)

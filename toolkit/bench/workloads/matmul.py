@@ -49,11 +49,11 @@ def run(ctx, rec) -> None:
         )
         return
     floor, f = ctx.floor("matmul")
-    peak = ctx.gpu_class.tensor_flops if ctx.gpu_class else None
+    peak = ctx.spec.tensor_flops if ctx.spec else None
     ctx.check(
         rec,
         "flops_per_second",
         floor * peak if floor and peak else None,
-        f"{ctx.profile} dense {ctx.dtype} tensor peak {si(peak, 'FLOP/s')} x {floor}",
+        f"{ctx.gpu_class} dense {ctx.dtype} tensor peak {si(peak, 'FLOP/s')} x {floor}",
         f,
     )

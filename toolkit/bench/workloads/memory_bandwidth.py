@@ -44,11 +44,11 @@ def run(ctx, rec) -> None:
         )
         return
     floor, f = ctx.floor("memory_bandwidth")
-    peak = ctx.gpu_class.value("memory_bandwidth_bytes_per_second") if ctx.gpu_class else None
+    peak = ctx.spec.value("memory_bandwidth_bytes_per_second") if ctx.spec else None
     ctx.check(
         rec,
         "bandwidth_bytes_per_second",
         floor * peak if floor and peak else None,
-        f"{ctx.profile} datasheet bandwidth {si(peak, 'B/s')} x {floor}",
+        f"{ctx.gpu_class} datasheet bandwidth {si(peak, 'B/s')} x {floor}",
         f,
     )
