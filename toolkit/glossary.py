@@ -93,24 +93,6 @@ def verdict_exit_code(verdict: str) -> int:
     return EXIT_CHECK_FAILED if verdict in (Verdict.FAIL, Verdict.ERROR) else EXIT_OK
 
 
-# The one mapping between the two families: a bench verdict read as a health status (a fleet row, a
-# Nagios check of a stored bench result) and the other way round.
-HEALTH_OF_VERDICT: dict[str, Status] = {
-    Verdict.PASS: Status.OK,
-    Verdict.WARN: Status.WARNING,
-    Verdict.FAIL: Status.CRITICAL,
-    Verdict.ERROR: Status.CRITICAL,
-    Verdict.INTERRUPTED: Status.UNKNOWN,
-    Verdict.INCOMPLETE: Status.UNKNOWN,
-}
-VERDICT_OF_HEALTH: dict[Status, str] = {
-    Status.OK: Verdict.PASS,
-    Status.WARNING: Verdict.WARN,
-    Status.CRITICAL: Verdict.FAIL,
-    Status.UNKNOWN: Verdict.ERROR,
-}
-
-
 class Tone(enum.StrEnum):
     """How a status word reads, whatever family it comes from: the one mapping the terminal styles and
     the HTML report's classes are drawn from."""
@@ -150,6 +132,12 @@ TONE_OF: dict[str, Tone] = {
 
 def tone_of(word: str | None) -> Tone | None:
     return TONE_OF.get(word or "")
+
+
+def host_state_of_verdict(verdict: str) -> str:
+    """A bench node's state in a fleet run: a run that passed or only warned is `ok`, any other `failed`
+    (an interrupted or broken node gets its own state from the fleet code, before the verdict counts)."""
+    return "ok" if verdict in (Verdict.PASS, Verdict.WARN) else "failed"
 
 
 def health_label(code: int) -> str | None:

@@ -21,7 +21,7 @@ from toolkit.errors import EXIT_INTERRUPTED, EXIT_UNKNOWN, EXIT_USAGE, UsageErro
 from toolkit.fleet import result as fleet_result
 from toolkit.fleet import runner, transport
 from toolkit.fleet.targets import Target
-from toolkit.glossary import gpu_class_of, health_label
+from toolkit.glossary import gpu_class_of, health_label, host_state_of_verdict
 
 EXIT_HOST_UNREACHABLE = 3
 BENCH_TIMEOUT = 4 * 3600.0
@@ -153,8 +153,9 @@ def _bench_host(run: runner.HostRun) -> fleet_result.HostResult:
             **base,
         )
     verdict = doc.get("verdict", "error")
-    state = {"pass": "ok", "warn": "ok"}.get(verdict, "failed")
-    return fleet_result.HostResult(state=state, exit_code=code, message=f"verdict {verdict}", **base)
+    return fleet_result.HostResult(
+        state=host_state_of_verdict(verdict), exit_code=code, message=f"verdict {verdict}", **base
+    )
 
 
 def _bench_summary(h: dict) -> str:

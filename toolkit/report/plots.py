@@ -9,6 +9,8 @@ import base64
 import io
 from datetime import datetime
 
+from toolkit.glossary import parse_utc
+
 STATUS_COLOUR = {"pass": "#2e7d32", "warn": "#f9a825", "fail": "#c62828", "error": "#6a1b9a"}
 
 
@@ -29,7 +31,7 @@ def _png(fig) -> str:
 
 
 def _when(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return parse_utc(iso)
 
 
 def _time_axis(ax, times: list[datetime]) -> None:
