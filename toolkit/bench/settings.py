@@ -40,12 +40,11 @@ class KtoSettings:
     completion_words: int
     warmup_steps: int
     measured_steps: int
-    # LLaMA-Factory checkpoints activations unless told not to; the GPU scale does the same.
-    activation_checkpointing: bool = False
     # None: the recipe's value
     lora_rank: int | None = None
     lora_alpha: int | None = None
     lora_dropout: float | None = None
+    lora_target: str | None = None  # all, or q_proj,v_proj,... (PEFT names)
     pref_beta: float | None = None
     pref_loss: str | None = None
     learning_rate: float | None = None
@@ -53,11 +52,19 @@ class KtoSettings:
     max_grad_norm: float | None = None
     gradient_accumulation_steps: int | None = None
     optim: str | None = None
+    # LLaMA-Factory checkpoints activations unless told not to; the GPU scale does the same.
+    activation_checkpointing: bool = False
 
     def recipe_overrides(self) -> dict:
         """The hyper-parameters this scale (or --set) gives, by Recipe field name."""
-        names = ("lora_rank", "lora_alpha", "lora_dropout", "pref_beta", "pref_loss", "learning_rate")
-        names += ("lr_scheduler_type", "max_grad_norm", "gradient_accumulation_steps", "optim")
+        names = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "pref_beta", "pref_loss")
+        names += (
+            "learning_rate",
+            "lr_scheduler_type",
+            "max_grad_norm",
+            "gradient_accumulation_steps",
+            "optim",
+        )
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
 
@@ -284,7 +291,15 @@ def validate(scale: Scale) -> None:
         )
     if not 0 < vectors.min_recall_at_10 <= 1 or vectors.noise < 0:
         raise UsageError("vectors.min_recall_at_10 must be in (0, 1] and vectors.noise at least 0")
-    from toolkit.bench.losses import resolve_loss
+    _validate_kto(scale.kto_lora)
 
-    if scale.kto_lora.pref_loss is not None:
-        resolve_loss(scale.kto_lora.pref_loss)
+
+def _validate_kto(kto: KtoSettings) -> None:
+    """The hyper-parameters the scale or --set gives the kto_lora load, checked as a recipe's would be."""
+    from toolkit.bench.losses import resolve_loss
+    from toolkit.bench.recipe import lora_target
+
+    if kto.pref_loss is not None:
+        resolve_loss(kto.pref_loss)
+    if kto.lora_target is not None:
+        lora_target(kto.lora_target)

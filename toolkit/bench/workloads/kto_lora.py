@@ -25,8 +25,12 @@ USERS_ACCUMULATION = 16  # the users' recipe accumulates 16 micro-batches per op
 
 def recipe_for_scale(s, dtype: str):
     """The shipped recipe at the scale's Llama shape and sizes, with the scale's (or --set) overrides."""
+    from toolkit.bench.recipe import lora_target
     from toolkit.bench.recipes import shipped
 
+    overrides = s.recipe_overrides()
+    if "lora_target" in overrides:
+        overrides["lora_target"] = lora_target(overrides["lora_target"])
     return replace(
         shipped()[RECIPE],
         model=s.model,
@@ -40,7 +44,7 @@ def recipe_for_scale(s, dtype: str):
         completion_words=s.completion_words,
         warmup_steps=s.warmup_steps,
         measured_steps=s.measured_steps,
-        **s.recipe_overrides(),
+        **overrides,
     )
 
 
