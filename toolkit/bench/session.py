@@ -6,6 +6,7 @@ rank 0, which alone writes the document.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import time
@@ -38,7 +39,6 @@ def run(request: BenchRequest, setup: RunSetup, rank=None) -> int:
                 highlight=False,
             )
     burn_in = setup.workloads == ("burn_in",)
-    # a rank tells torchrun's SIGTERM (another rank failed) from the user's Ctrl-C
     guard = Interrupts() if rank is None and not burn_in else None
     with _signals(rank, guard):
         doc.save()
@@ -197,25 +197,21 @@ def _run_loads(ctx, setup: RunSetup, doc: RunDocument, progress: _Progress, guar
         )
 
 
-class _signals:
-    """SIGTERM (and SIGINT, through the guard) for the time the loads run; restored after."""
-
-    def __init__(self, rank, guard):
-        self.rank, self.guard = rank, guard
-
-    def __enter__(self):
-        rank, guard = self.rank, self.guard
-        handler = rank.on_sigterm if rank else guard.handler if guard else _raise_interrupt
-        self.previous = signal.signal(signal.SIGTERM, handler)
-        # (an ignored SIGINT, as nohup or a background job inherits it, stays ignored)
-        keep_int = guard is None or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        self.previous_int = None if keep_int else signal.signal(signal.SIGINT, guard.handler)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        signal.signal(signal.SIGTERM, self.previous)
-        if self.previous_int is not None:
-            signal.signal(signal.SIGINT, self.previous_int)
+@contextlib.contextmanager
+def _signals(rank, guard):
+    """SIGTERM (and SIGINT, through the guard) for the time the loads run; restored after. A rank tells
+    torchrun's SIGTERM (another rank failed) from the user's Ctrl-C."""
+    handler = rank.on_sigterm if rank else guard.handler if guard else _raise_interrupt
+    previous = signal.signal(signal.SIGTERM, handler)
+    # (an ignored SIGINT, as nohup or a background job inherits it, stays ignored)
+    keep_int = guard is None or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    previous_int = None if keep_int else signal.signal(signal.SIGINT, guard.handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
 
 
 def _finish(request: BenchRequest, doc: RunDocument, interrupted: bool, baseline) -> int:
