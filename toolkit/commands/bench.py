@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
 
         return render_list()
     if request.inventory:
-        from toolkit.fleet.commands import run_bench
+        from toolkit.fleet.bench import run_bench
 
         return run_bench(request)
     from toolkit.bench import setup as bench_setup

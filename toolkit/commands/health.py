@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.inventory:
         from toolkit.errors import ToolkitError
-        from toolkit.fleet.commands import run_health
+        from toolkit.fleet.health import run_health
 
         try:
             return run_health(args)
