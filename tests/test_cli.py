@@ -153,3 +153,15 @@ def test_debug_shows_the_traceback():
     proc = toolkit("--debug", "bench", "--gpu", "a4000")
     assert proc.returncode == 2
     assert "Traceback" in proc.stderr and "UsageError" in proc.stderr
+
+
+@pytest.mark.parametrize("columns", ["40", "80", "200"])
+def test_gpus_never_cuts_the_class_id_users_type(columns):
+    """The ids are what `--gpu` takes: whole at any terminal width (the other columns wrap instead)."""
+    from toolkit.catalog import load_catalog
+
+    proc = toolkit("gpus", env={"COLUMNS": columns})
+    assert proc.returncode == 0, proc.stderr
+    first_cells = {line.split("│")[1].strip() for line in proc.stdout.splitlines() if line.startswith("│")}
+    assert set(load_catalog().classes) | {"cpu"} <= first_cells
+    assert all(len(line) <= int(columns) for line in proc.stdout.splitlines())

@@ -41,8 +41,12 @@ def run(args: argparse.Namespace) -> int:
         return text if f.verified else f"{text} [yellow]?[/]"
 
     table = Table(title="GPU catalog (dense peaks; ? = not backed by a vendor datasheet)")
-    for col in ("class", "name", "memory", "bandwidth", "FP32", "BF16 tensor", "FP16 tensor", "TDP"):
-        table.add_column(col, justify="left" if col in ("class", "name") else "right")
+    # the class id is what users type after --gpu: never cut, however narrow the terminal (the other
+    # columns wrap instead)
+    longest = max(len(k) for k in [*catalog.classes, "class"])
+    table.add_column("class", justify="left", no_wrap=True, min_width=longest)
+    for col in ("name", "memory", "bandwidth", "FP32", "BF16 tensor", "FP16 tensor", "TDP"):
+        table.add_column(col, justify="left" if col == "name" else "right", overflow="fold")
     for cls in catalog.classes.values():
         mark = " [green]◀ this machine[/]" if cls.key in matched else ""
         table.add_row(
