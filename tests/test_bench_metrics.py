@@ -193,3 +193,33 @@ def test_a_load_the_same_on_every_rank_keeps_rank_0s_figures_but_each_ranks_memo
     assert m["mfu_ratio"] == 0.5
     assert out["aggregation"]["rules"] == "every rank reports the same figures: rank 0's are kept"
     assert out["expected"]["tokens_per_second"]["min"] == 80.0
+
+
+def test_a_skipped_loads_reason_is_its_cell_in_the_table():
+    """A 4-bit recipe skipped on the CPU carries notes (scaled down, estimate) before the reason; the table
+    shows the reason, not the first note. The record is the shape the train load writes (see
+    test_every_recipe_runs_at_tiny_scale_and_4bit_is_skipped_on_cpu for the real one)."""
+    from rich.console import Console
+
+    from toolkit.bench import report
+
+    record = {
+        "workload": "train:qlora-zephyr-7b",
+        "status": "skipped",
+        "metrics": {"memory_estimate_bytes": 2**30},
+        "expected": {},
+        "notes": ["scaled down for this run: 2 layers", "memory estimate 1.0 GiB"],
+        "error": {"kind": "needs_cuda", "message": "needs CUDA (bitsandbytes): 4-bit recipes run on a GPU"},
+    }
+    doc = {
+        "gpu_class": {"name": "cpu", "mismatch": None},
+        "host": "node",
+        "configuration": {"scale": "tiny"},
+        "results": [record],
+        "verdict": "pass",
+    }
+    console = Console(record=True, width=200)
+    report.render(doc, console)
+    table = console.export_text()
+    assert "needs CUDA (bitsandbytes): 4-bit recipes run on a GPU" in table
+    assert "scaled down for this run" not in table.split("\n  ")[0]  # not in the table itself

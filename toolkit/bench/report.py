@@ -182,9 +182,13 @@ def _result_rows(r: dict) -> list[tuple[str, ...]]:
 
 
 def _detail(r: dict) -> str:
+    """The cell that says why a load has no figures: its error (a skip's reason is its error, e.g. needs
+    CUDA), else a skip's first note."""
+    if r.get("error"):
+        return r["error"]["message"]
     if r["status"] == "skipped" and r["notes"]:
         return r["notes"][0]
-    return r["error"]["message"] if r.get("error") else "measured (no expectation)"
+    return "measured (no expectation)"
 
 
 def _explain(r: dict, console) -> None:
