@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from toolkit.atomic import write_text_atomic
 from toolkit.glossary import CLASS_KEY, Verdict, gpu_class_of, utc_now, verdict_of
@@ -104,9 +103,6 @@ class RunDocument:
     @property
     def running(self) -> dict | None:
         return self._data.get("in_progress")
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._data.get(key, default)
 
     # -- writing ---------------------------------------------------------------------------------
 
