@@ -80,11 +80,22 @@ def test_a_regression_against_a_given_result_fails_only_when_asked(two_runs, tmp
             rec["metrics"]["flops_per_second"] *= 3  # a node that used to be three times faster
     path = tmp_path / "bench-baseline.json"
     path.write_text(json.dumps(baseline))
-    warn = toolkit(*FAST, "--results-dir", str(tmp_path / "r"), "--compare", str(path))
+    out = tmp_path / "warn.json"
+    warn = toolkit(*FAST, "--results-dir", str(tmp_path / "r"), "--compare", str(path), "--json", str(out))
     assert warn.returncode == 0, warn.stderr
+    change = next(
+        c
+        for c in json.loads(out.read_text())["comparison"]["changes"]
+        if (c["workload"], c["metric"]) == ("matmul", "flops_per_second")
+    )
+    # The machine is shared: this run's matmul is not exactly the stored run's (seen here: 110 against 81
+    # GFLOP/s), so the move is read from the two documents instead of assumed to be -67%. A node three
+    # times slower is a regression whatever that noise, and the table says the documents' figure.
+    assert change["change_ratio"] == pytest.approx(change["after"] / change["before"] - 1)
+    assert change["verdict"] == "regression" and change["change_ratio"] < -0.05
     compared = [ln for ln in warn.stdout.splitlines() if re.search(r"regression|improvement|unchanged", ln)]
     line = next(ln for ln in compared if "│ matmul" in ln and "│FLOP/s " in ln)
-    assert "regression" in line and "-6" in line  # about -67%
+    assert "regression" in line and f"{change['change_ratio']:+.1%}" in line
     fail = toolkit(
         *FAST,
         "--results-dir",
