@@ -36,5 +36,21 @@ def _console(stderr: bool) -> Console:
     return console
 
 
+def load_progress(console: Console):
+    """The progress bar of the running load (single runs and the `--gpus N` launcher alike); nothing when
+    the console is not a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description:<18}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+
+
 out = _console(stderr=False)
 err = _console(stderr=True)

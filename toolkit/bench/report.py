@@ -127,6 +127,14 @@ TABLE_COLUMNS = (
 )
 
 
+def print_load_line(console, rec) -> None:
+    """The one line a finished load gets on stderr: its status and what it reached or why it did not."""
+    from rich.markup import escape
+
+    line = escape(summary_line(rec))  # error messages may quote [bracketed] library text
+    console.print(f"[{style_of(rec.status)}]{rec.status:>5}[/] {rec.workload}: {line}", highlight=False)
+
+
 def render(doc: dict, console) -> None:
     """The finished run: a table of the checked and shown figures, the basis of every expectation,
     the loads' notes and the verdict."""

@@ -14,7 +14,6 @@ import time
 from toolkit.bench.document import RunDocument
 from toolkit.bench.request import BenchRequest
 from toolkit.bench.setup import RunSetup
-from toolkit.console import style_of
 from toolkit.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED
 from toolkit.glossary import verdict_exit_code
 
@@ -128,20 +127,10 @@ class _Progress:
     and one line per finished load."""
 
     def __init__(self, doc: RunDocument, rank, warn_ratio: float):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from toolkit.console import err
+        from toolkit.console import err, load_progress
 
         self.doc, self.rank, self.warn_ratio = doc, rank, warn_ratio
-        self.bar = Progress(
-            TextColumn("{task.description:<18}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-            disable=not err.is_terminal,
-        )
+        self.bar = load_progress(err)
         self.task = None
         self.saved_at = 0.0
 
@@ -158,8 +147,6 @@ class _Progress:
         ctx.progress = on_progress
 
     def on_done(self, rec) -> None:
-        from rich.markup import escape
-
         from toolkit.bench import report
         from toolkit.console import err
 
@@ -169,11 +156,7 @@ class _Progress:
         if result is None:
             return
         self.doc.add_result(result)
-        line = escape(report.summary_line(rec))  # error messages may quote [bracketed] library text
-        err.print(
-            f"[{style_of(rec.status)}]{rec.status:>5}[/] {rec.workload}: {line}",
-            highlight=False,
-        )
+        report.print_load_line(err, rec)
 
 
 def _run_loads(ctx, setup: RunSetup, doc: RunDocument, progress: _Progress, guard):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from toolkit.bench.distributed.rank import LAUNCH_FILE
 from toolkit.bench.document import RunDocument
-from toolkit.console import style_of
+from toolkit.console import load_progress
 from toolkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, ToolkitError, UsageError
 from toolkit.glossary import Verdict, verdict_exit_code
 
@@ -56,18 +56,8 @@ class _Follower:
     """Prints the run as rank 0 saves it: one line per finished load, a progress bar on a terminal."""
 
     def __init__(self, path: Path, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         self.path, self.console, self.shown = path, console, 0
-        self.progress = Progress(
-            TextColumn("{task.description:<18}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,
-        )
+        self.progress = load_progress(console)
         self.task, self.task_name = None, None
 
     def poll(self) -> None:
@@ -87,13 +77,9 @@ class _Follower:
             self.progress.update(self.task, completed=running["completed"], total=running["total"])
 
     def print_result(self, result: dict) -> None:
-        from rich.markup import escape
-
         from toolkit.bench import report
 
-        line = escape(report.summary_line(_as_record(result)))
-        style = style_of(result["status"])
-        self.console.print(f"[{style}]{result['status']:>5}[/] {result['workload']}: {line}", highlight=False)
+        report.print_load_line(self.console, _as_record(result))
 
     def drop_task(self) -> None:
         if self.task is not None:
