@@ -6,6 +6,7 @@ already honours NO_COLOR and plain output when the stream is not a terminal.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from rich.console import Console
@@ -29,8 +30,16 @@ def style_of(word: str | None) -> str:
     return TONE_STYLE[tone] if tone else ""
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader went away (`toolkit gpus | head`): stop writing and let the CLI boundary decide,
+        instead of rich's exit 1."""
+        self.quiet = True
+        raise BrokenPipeError(errno.EPIPE, "the reader of the output went away")
+
+
 def _console(stderr: bool) -> Console:
-    console = Console(stderr=stderr)
+    console = _Console(stderr=stderr)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = max(console.width, 140)  # logs and pipes: keep table rows on one line
     return console

@@ -93,8 +93,13 @@ def run_fleet(args, targets: list[Target], job: Job) -> dict:
     command, interpret, timeout = job.command, job.interpret, job.timeout
     results: dict[str, fleet_result.HostResult] = {}
 
-    def on_done(run: runner.HostRun) -> None:
+    def read(run: runner.HostRun) -> fleet_result.HostResult:
         host = interpret(run)
+        fleet_result.classify(host, run.outcome)  # by the node's reference, not its stderr's text
+        return host
+
+    def on_done(run: runner.HostRun) -> None:
+        host = read(run)
         if host.doc is None and run.outcome and run.outcome.stderr.strip():
             from toolkit.health.secrets import redact
 
@@ -124,7 +129,7 @@ def run_fleet(args, targets: list[Target], job: Job) -> dict:
     runs, interrupted = runner.run_all(
         targets, job.script, options, console=err, title=f"toolkit {command}", label=label, on_done=on_done
     )
-    hosts = [results.get(r.target.name) or interpret(r) for r in runs]
+    hosts = [results.get(r.target.name) or read(r) for r in runs]
     codes = [h.exit_code for h in hosts]
     code = (
         EXIT_INTERRUPTED if interrupted else job.exit_code([c for c in codes if c != EXIT_INTERRUPTED] or [0])

@@ -14,7 +14,7 @@ from toolkit import __version__
 from toolkit.atomic import write_text_atomic
 from toolkit.console import style_of
 from toolkit.fleet.runner import HostRun
-from toolkit.fleet.transport import remote_version
+from toolkit.fleet.transport import EXIT_NO_TOOLKIT, MISSING_PREFIX, Outcome, remote_version
 
 SCHEMA_VERSION = 1
 
@@ -34,6 +34,7 @@ class HostResult:
     doc: dict | None = None
     saved: str | None = None
     extra: dict = field(default_factory=dict)
+    ref: str | None = None  # why it did not end well: the node's own reference, or what the controller saw
 
     def as_dict(self) -> dict:
         return {
@@ -48,14 +49,14 @@ class HostResult:
             "toolkit_version": self.toolkit_version,
             "version_mismatch": bool(self.toolkit_version) and self.toolkit_version != __version__,
             "message": self.message,
+            "ref": self.ref,
             "saved": self.saved,
             **self.extra,
             "result": self.doc,
         }
 
 
-def parse_doc(stdout: str) -> dict | None:
-    """The node's JSON document (stdout holds nothing else with `--json`)."""
+def _json_object(stdout: str) -> dict | None:
     text = stdout.strip()
     if not text.startswith("{"):
         return None
@@ -64,6 +65,45 @@ def parse_doc(stdout: str) -> dict | None:
     except ValueError:
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def parse_doc(stdout: str) -> dict | None:
+    """The node's JSON document (stdout holds nothing else with `--json`); not its error (`node_error`)."""
+    doc = _json_object(stdout)
+    return None if doc is None or node_error_of(doc) else doc
+
+
+def node_error_of(doc: dict) -> dict | None:
+    """`{"error": {"ref": ..., "message": ..., "hint": ..., "exit_code": ...}}`: what a node's toolkit prints
+    on stdout instead of its document when an error ends it (toolkit/exits.py)."""
+    error = doc.get("error") if len(doc) == 1 else None
+    return error if isinstance(error, dict) and isinstance(error.get("ref"), str) else None
+
+
+# what the controller itself saw, when the node said nothing
+CONTROLLER_REFS = {
+    "unreachable": "unreachable",
+    "timeout": "timeout",
+    "interrupted": "interrupted",
+    "not_started": "not-started",
+}
+
+
+def classify(host: HostResult, out: Outcome | None) -> None:
+    """The host's reference and message: from the node's JSON error where it sent one; else what the
+    controller saw (unreachable, timeout, no toolkit); else, for an older node that sends no reference,
+    from its stderr (a traceback: `internal`)."""
+    error = node_error_of(_json_object(out.stdout) or {}) if out else None
+    if error:
+        host.ref = error["ref"]
+        message, hint = str(error.get("message") or ""), error.get("hint")
+        host.message = f"{message} (hint: {hint})" if hint else message
+    elif host.state in CONTROLLER_REFS:
+        host.ref = CONTROLLER_REFS[host.state]
+    elif out and out.exit_code == EXIT_NO_TOOLKIT and MISSING_PREFIX in out.stderr:
+        host.ref = "no-toolkit"
+    elif out and host.doc is None and "Traceback (most recent call last)" in out.stderr:
+        host.ref = "internal"
 
 
 def error_line(stderr: str) -> str:
