@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from toolkit.bench.losses import DPO_LOSSES, resolve_loss
-from toolkit.bench.recipe import STAGES, Recipe, as_bool, lora_target, validate
+from toolkit.bench.recipe import STAGES, Recipe, as_bool, as_float, as_int, lora_target
 from toolkit.bench.shape import ModelShape
 from toolkit.errors import UsageError
 
@@ -59,13 +59,27 @@ NOT_FOR_A_BENCHMARK = {
 class _Keys:
     """The file's LLaMA-Factory keys, remembering which ones were read: the rest are not honoured."""
 
-    def __init__(self, data: dict):
+    def __init__(self, data: dict, origin: str = ""):
         self.data = data
+        self.origin = origin
         self.used: set[str] = set()
 
     def take(self, key, default=None):
         self.used.add(key)
         return self.data.get(key, default)
+
+    def typed(self, key, parse, default):
+        """The key's value read by `parse` (as_int, as_float, as_bool); a value it refuses is exit 2
+        naming the file and the key, never coerced."""
+        value = self.take(key)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError as err:
+            raise UsageError(
+                f"{self.origin}: {key}: {err}", hint=f"fix {key} in {self.origin} (LLaMA-Factory's key)"
+            ) from None
 
     def __contains__(self, key) -> bool:
         return key in self.data
@@ -126,33 +140,31 @@ def _model_fields(arch) -> dict:
 
 
 def _precision(keys: _Keys, notes: list[str]) -> str:
-    bf16, fp16, pure_bf16 = (as_bool(keys.take(k, False)) for k in ("bf16", "fp16", "pure_bf16"))
+    bf16, fp16, pure_bf16 = (keys.typed(k, as_bool, False) for k in ("bf16", "fp16", "pure_bf16"))
     if pure_bf16:
         notes.append("pure_bf16: the base is held in bf16 as with bf16 (the adapter trains in fp32)")
     return "bf16" if (bf16 or pure_bf16) else "fp16" if fp16 else "fp32"
 
 
 def _quantization(keys: _Keys, origin: str) -> dict:
-    bits = keys.take("quantization_bit")
+    bits = keys.typed("quantization_bit", as_int, None)
     method = str(keys.take("quantization_method", "bitsandbytes")).lower()
-    if bits is not None:
-        bits = int(bits)
-        if bits not in (4, 8) or method != "bitsandbytes":
-            raise UsageError(
-                f"{origin}: quantization {bits}-bit {method} is not supported",
-                hint="4- or 8-bit with bitsandbytes (quantization_method: bitsandbytes)",
-            )
+    if bits is not None and (bits not in (4, 8) or method != "bitsandbytes"):
+        raise UsageError(
+            f"{origin}: quantization {bits}-bit {method} is not supported",
+            hint="4- or 8-bit with bitsandbytes (quantization_method: bitsandbytes)",
+        )
     return {
         "quantization_bit": bits,
         "quantization_type": str(keys.take("quantization_type", "nf4")).lower(),
-        "double_quantization": as_bool(keys.take("double_quantization", True)),
+        "double_quantization": keys.typed("double_quantization", as_bool, True),
     }
 
 
 def _preference(keys: _Keys, stage: str, origin: str, unhonoured: list[tuple[str, str]]) -> tuple[str, float]:
     """(pref_loss, pref_ftx), checked against the stage; pref_beta is read with the other sizes."""
     pref_loss = str(keys.take("pref_loss", "sigmoid" if stage == "dpo" else "kto"))
-    pref_ftx = float(keys.take("pref_ftx", 0) or 0)
+    pref_ftx = keys.typed("pref_ftx", as_float, 0.0)
     if stage == "kto":
         resolve_loss(pref_loss)  # refuse an unknown one; kto_pair is mapped when the load runs
         if pref_ftx:
@@ -171,7 +183,7 @@ def _preference(keys: _Keys, stage: str, origin: str, unhonoured: list[tuple[str
 def _training(keys: _Keys, unhonoured: list[tuple[str, str]]) -> dict:
     """The optimizer and gradient checkpointing; warmup_steps is listed (warm-up follows warmup_ratio)."""
     optim = str(keys.take("optim", "adamw_torch"))
-    gc_off = as_bool(keys.take("disable_gradient_checkpointing", False))
+    gc_off = keys.typed("disable_gradient_checkpointing", as_bool, False)
     warmup_steps = keys.take("warmup_steps")
     if warmup_steps:
         unhonoured.append(("warmup_steps", f"{warmup_steps}: the learning-rate warm-up follows warmup_ratio"))
@@ -179,35 +191,37 @@ def _training(keys: _Keys, unhonoured: list[tuple[str, str]]) -> dict:
 
 
 def _lora(keys: _Keys) -> dict:
+    rank = keys.typed("lora_rank", as_int, 8)
     return {
-        "lora_rank": int(keys.take("lora_rank", 8)),
-        "lora_alpha": int(keys.take("lora_alpha", 2 * int(keys.data.get("lora_rank", 8)))),
-        "lora_dropout": float(keys.take("lora_dropout", 0.0)),
+        "lora_rank": rank,
+        "lora_alpha": keys.typed("lora_alpha", as_int, 2 * rank),
+        "lora_dropout": keys.typed("lora_dropout", as_float, 0.0),
         "lora_target": lora_target(keys.take("lora_target", "all")),
     }
 
 
 def _sizes(keys: _Keys) -> dict:
-    """Sequence length, batch and the learning-rate schedule."""
+    """Sequence length, batch and the learning-rate schedule (types here; ranges in recipe.validate)."""
     return {
-        "max_length": int(keys.take("cutoff_len", 2048)),
-        "batch_size": int(keys.take("per_device_train_batch_size", 1)),
-        "gradient_accumulation_steps": int(keys.take("gradient_accumulation_steps", 1)),
-        "learning_rate": float(keys.take("learning_rate", 5e-5)),
+        "max_length": keys.typed("cutoff_len", as_int, 2048),
+        "batch_size": keys.typed("per_device_train_batch_size", as_int, 1),
+        "gradient_accumulation_steps": keys.typed("gradient_accumulation_steps", as_int, 1),
+        "learning_rate": keys.typed("learning_rate", as_float, 5e-5),
         "lr_scheduler_type": str(keys.take("lr_scheduler_type", "cosine")),
-        "warmup_ratio": float(keys.take("warmup_ratio", 0.0)),
-        "max_grad_norm": float(keys.take("max_grad_norm", 1.0)),
+        "warmup_ratio": keys.typed("warmup_ratio", as_float, 0.0),
+        "max_grad_norm": keys.typed("max_grad_norm", as_float, 1.0),
     }
 
 
 def _meta_fields(meta: dict, origin: str) -> dict:
+    typed = _Keys(meta, f"{origin}: toolkit").typed
     return {
         "name": str(meta.get("name") or Path(origin).stem),
         "description": str(meta.get("description", "")),
         "source": str(meta.get("source", origin)),
         "profile": meta.get("profile"),
-        "observed_peak_gb": meta.get("observed_peak_gb"),
-        "chat_format": bool(meta.get("chat_format", False)),
+        "observed_peak_gb": typed("observed_peak_gb", as_float, None),
+        "chat_format": typed("chat_format", as_bool, False),
         "eos_token": meta.get("eos_token"),
         "pad_token": str(meta.get("pad_token", "<pad>")),
     }
@@ -226,7 +240,7 @@ def from_llamafactory(data: dict, origin: str, architecture: str | None = None) 
         raise UsageError(f"{origin}: not a LLaMA-Factory training YAML (expected a mapping of keys)")
     data = dict(data)
     meta = _toolkit_meta(data, origin)
-    keys = _Keys(data)
+    keys = _Keys(data, origin)
     unhonoured: list[tuple[str, str]] = []
     notes: list[str] = []
 
@@ -238,7 +252,7 @@ def from_llamafactory(data: dict, origin: str, architecture: str | None = None) 
     training = _training(keys, unhonoured)
     # LoRA, pref_beta, then the sizes: the order a bad value has always been reported in
     lora = _lora(keys)
-    pref_beta = float(keys.take("pref_beta", 0.1))
+    pref_beta = keys.typed("pref_beta", as_float, 0.1)
     sizes = _sizes(keys)
     recipe = Recipe(
         stage=stage,
@@ -258,5 +272,6 @@ def from_llamafactory(data: dict, origin: str, architecture: str | None = None) 
     if recipe.finetuning_type == "lora" and "lora_target" not in keys:
         notes.append("lora_target not given: LLaMA-Factory's default is all linear layers")
     unhonoured += _not_honoured(keys)
-    validate(recipe)
+    # the values' ranges are checked by recipe.validate once --set has been applied (recipes.override),
+    # so that `--set recipe.batch_size=2` can rescue a file
     return replace(recipe, unhonoured=tuple(unhonoured), notes=tuple(notes))

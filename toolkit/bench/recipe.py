@@ -3,6 +3,8 @@ parsers the importer and `--set recipe.FIELD=VALUE` share."""
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 
 from toolkit.bench.shape import LORA_MODULES, ModelShape
@@ -89,10 +91,39 @@ class Recipe:
         }
 
 
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def as_bool(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+    """true/false (yes/no, on/off, 1/0); anything else is a ValueError, never read as false."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if isinstance(value, str | int) else None
+    if text in TRUE or text in FALSE:
+        return text in TRUE
+    raise ValueError(f"must be true or false, not {value!r}")
+
+
+def as_int(value) -> int:
+    """A whole number: an int or its digits; true, 4.5 and "abc" are ValueErrors, never rounded."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        return int(value)
+    raise ValueError(f"must be a whole number, not {value!r}")
+
+
+def as_float(value) -> float:
+    """A finite number (an int, a float or its text); true, .nan, inf and "abc" are ValueErrors."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"must be a number, not {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"must be a finite number, not {value!r}")
+    return number
 
 
 def lora_target(value) -> tuple[str, ...]:
@@ -109,11 +140,57 @@ def lora_target(value) -> tuple[str, ...]:
     return items
 
 
-def validate(recipe: Recipe) -> None:
+# the recipe's fields under the LLaMA-Factory key a user wrote, for the messages
+FILE_KEYS = {"max_length": "cutoff_len", "batch_size": "per_device_train_batch_size"}
+# (field, lowest, highest, lowest allowed?, highest allowed?) of the real-valued settings
+RANGES = (
+    ("lora_dropout", 0.0, 1.0, True, False),
+    ("learning_rate", 0.0, math.inf, False, False),
+    ("warmup_ratio", 0.0, 1.0, True, True),
+    ("max_grad_norm", 0.0, math.inf, True, False),
+    ("pref_beta", 0.0, math.inf, False, False),
+    ("pref_ftx", 0.0, math.inf, True, False),
+)
+# a recipe's name is a load's name (`train:NAME`), a file name and a table cell: plain characters only
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,79}")
+
+
+def _range_problem(value, low: float, high: float, with_low: bool, with_high: bool) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return f"must be a finite number, not {value!r}"
+    too_low = value < low or (value == low and not with_low)
+    too_high = value > high or (value == high and not with_high)
+    if too_low or too_high:
+        bounds = f"{'[' if with_low else '('}{low:g}, {high:g}{']' if with_high else ')'}"
+        return f"must be in {bounds}, not {value!r}"
+    return None
+
+
+def _value_problems(recipe: Recipe) -> list[str]:
     problems = []
     for name in ("max_length", "batch_size", "gradient_accumulation_steps", "measured_steps", "lora_rank"):
-        if getattr(recipe, name) < 1:
-            problems.append(f"{name} must be at least 1, not {getattr(recipe, name)}")
+        value = getattr(recipe, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{FILE_KEYS.get(name, name)}: must be a whole number, not {value!r}")
+        elif value < 1:
+            problems.append(f"{name} must be at least 1, not {value}")
+    for name, *bounds in RANGES:
+        why = _range_problem(getattr(recipe, name), *bounds)
+        if why:
+            problems.append(f"{name}: {why}")
+    if recipe.quantization_bit not in (None, 4, 8):
+        problems.append(f"quantization_bit: must be 4 or 8 (or none), not {recipe.quantization_bit!r}")
+    if not NAME.fullmatch(recipe.name):
+        problems.append(
+            f"name {recipe.name!r}: letters, digits and . _ + - only (it names the load and its files); "
+            "set toolkit: {name: ...} in the file"
+        )
+    return problems
+
+
+def validate(recipe: Recipe) -> None:
+    """Every value the recipe runs with, checked before any load runs (exit 2, every problem at once)."""
+    problems = _value_problems(recipe)
     if recipe.warmup_steps < 0:
         problems.append(f"warmup_steps must be at least 0, not {recipe.warmup_steps}")
     if recipe.stage == "kto" and recipe.batch_size < 2:
@@ -125,4 +202,8 @@ def validate(recipe: Recipe) -> None:
             f"pad token {recipe.pad_token!r} is the EOS token: a model trained so never learns to stop"
         )
     if problems:
-        raise UsageError(f"recipe {recipe.name}: {'; '.join(problems)}")
+        where = recipe.origin or f"recipe {recipe.name}"
+        raise UsageError(
+            f"{where}: {'; '.join(problems)}",
+            hint="fix the recipe file, or override with --set recipe.FIELD=VALUE",
+        )

@@ -14,9 +14,10 @@ from functools import cache
 from pathlib import Path
 
 from toolkit.bench.llamafactory import from_llamafactory
-from toolkit.bench.recipe import STAGES, Recipe, as_bool, lora_target, validate
+from toolkit.bench.recipe import STAGES, Recipe, as_bool, as_float, as_int, lora_target, validate
 from toolkit.bench.shape import ModelShape
 from toolkit.errors import UsageError
+from toolkit.inputs import SETTINGS_CAP, read_text
 from toolkit.resources import data_texts
 
 __all__ = [
@@ -46,20 +47,20 @@ def parse_yaml(text: str, origin: str, architecture: str | None = None) -> Recip
 
 @cache
 def shipped() -> dict[str, Recipe]:
-    found = (parse_yaml(text, name) for name, text in data_texts("recipes", ".yaml"))
+    found = [parse_yaml(text, name) for name, text in data_texts("recipes", ".yaml")]
+    for recipe in found:
+        validate(recipe)
     return {r.name: r for r in found}
 
 
 def load(spec: str, architecture: str | None = None) -> Recipe:
-    """A shipped recipe by name, or a LLaMA-Factory YAML file by path."""
+    """A shipped recipe by name, or a LLaMA-Factory YAML file by path (at most 4 MiB of UTF-8). A file's
+    types are checked here, its values' ranges by `override`, after `--set recipe.*` is applied."""
     if spec in shipped() and architecture is None:
         return shipped()[spec]
     path = Path(spec).expanduser()
     if path.suffix in (".yaml", ".yml") or path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise UsageError(f"cannot read recipe {spec}: {err.strerror or err}") from None
+        text = read_text(path, "the recipe", SETTINGS_CAP, UsageError, hint="a LLaMA-Factory training YAML")
         return parse_yaml(text, str(path), architecture)
     if spec in shipped():
         return replace_architecture(shipped()[spec], architecture)
@@ -157,8 +158,12 @@ def override(recipe: Recipe, assignments: list[str]) -> Recipe:
                 value = as_bool(raw)
             elif name == "lora_target":
                 value = lora_target(raw)
-            elif current is None or name == "quantization_bit":
-                value = int(raw) if name == "quantization_bit" else raw
+            elif name == "quantization_bit" or isinstance(current, int):
+                value = as_int(raw)
+            elif isinstance(current, float) or name == "observed_peak_gb":
+                value = as_float(raw)
+            elif current is None or isinstance(current, str):
+                value = raw
             else:
                 value = type(current)(raw)
         except (TypeError, ValueError):

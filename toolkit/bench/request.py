@@ -116,6 +116,11 @@ class BenchRequest:
             resolve_loss(self.kto_loss)
         if self.threads is not None and self.threads < 1:
             raise UsageError("--threads must be at least 1")
+        if self.workloads is not None and not self.workloads.replace(",", "").strip():
+            raise UsageError(
+                f"--workloads {self.workloads!r} names no load",
+                hint="name loads, e.g. --workloads matmul,inference, or leave --workloads out for all",
+            )
         if self.gpus is not None:
             from toolkit.bench.distributed import check_gpus
 

@@ -12,7 +12,7 @@ def select_workloads(arg: str | None, measured_peaks: bool, distributed: bool = 
     from toolkit.bench.workloads import DISTRIBUTED_WORKLOADS, PEAK_FREE_WORKLOADS, PEAK_WORKLOADS, WORKLOADS
 
     known = (*WORKLOADS, *DISTRIBUTED_WORKLOADS)
-    if not arg:
+    if arg is None:  # not given: all; given empty (`--workloads ''`) is an error below, never "all"
         return list(known if distributed else WORKLOADS)
     wanted = [w.strip() for w in arg.split(",") if w.strip()]
     unknown = [w for w in wanted if w not in known]

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from toolkit.errors import HealthError
 from toolkit.health import secrets
+from toolkit.inputs import SECRET_CAP, read_text
 
 DEFAULT_PORTS = {"ipmi": 623, "redfish": 443}
 
@@ -57,23 +58,29 @@ def parse_target(url: str) -> BmcTarget:
             hint=f"for example {parts.scheme}://ADMIN@10.0.0.5",
         )
     try:
-        port = parts.port or DEFAULT_PORTS[parts.scheme]
+        port = parts.port
     except ValueError as err:
-        raise BmcConfigError(f"bad port in BMC URL {url!r}: {err}") from None
+        raise BmcConfigError(f"bad port in BMC URL {url!r}: {err}", hint="a port from 1 to 65535") from None
+    if port is None:
+        port = DEFAULT_PORTS[parts.scheme]
+    elif not 1 <= port <= 65535:
+        raise BmcConfigError(
+            f"bad port in BMC URL {url!r}: {port}",
+            hint=f"a port from 1 to 65535, or none for the default ({DEFAULT_PORTS[parts.scheme]})",
+        )
     return BmcTarget(parts.scheme, parts.hostname, port, parts.username)
 
 
 def read_password(password_file: str | None = None, inline: str | None = None) -> str:
     """Password order: a password file, then TOOLKIT_BMC_PASSWORD, then the (0600) config file's value."""
     if password_file:
-        path = Path(password_file)
-        try:
-            password = path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as err:
-            raise BmcConfigError(
-                f"cannot read the BMC password file {path}: {err.strerror}",
-                hint="the file holds the password on its first line; check the path and its permissions",
-            ) from None
+        password = read_text(
+            Path(password_file),
+            "the BMC password file",
+            SECRET_CAP,
+            BmcConfigError,
+            hint="the file holds the password on its first line; check the path and its permissions",
+        ).rstrip("\r\n")
     else:
         password = os.environ.get("TOOLKIT_BMC_PASSWORD") or inline or ""
     if not password:

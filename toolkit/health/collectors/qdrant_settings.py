@@ -23,7 +23,7 @@ API_KEY_ENV = "TOOLKIT_QDRANT_API_KEY"
 
 
 class QdrantConfigError(HealthError):
-    pass
+    ref = "settings"  # toolkit/errors.py, the stable references
 
 
 @dataclass
