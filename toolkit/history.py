@@ -9,8 +9,10 @@ The index reads the documents themselves, not the names: a host name may hold da
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +20,32 @@ from toolkit.errors import UsageError
 from toolkit.glossary import gpu_class_of
 
 DEFAULT_THRESHOLD = 0.05
+# the newest schema_version of each stored document this toolkit reads (bench/document.py SCHEMA_VERSION,
+# health/model.py); a newer one is skipped, never shown as a run nor compared
+KNOWN_SCHEMA = {"bench": 2, "health": 1}
 
 
 def results_dir(arg: str | None = None) -> Path:
     return Path(arg or os.environ.get("TOOLKIT_RESULTS_DIR") or "results")
+
+
+def name_part(text: object, limit: int = 80) -> str:
+    """One part of a stored file's name made from what a peer sent (a host name, a GPU class, a time):
+    letters, digits, `.`, `_`, `+` and `-` only, never a dot-only name, at most `limit` characters."""
+    part = re.sub(r"[^A-Za-z0-9.+_-]+", "_", str(text))[:limit]
+    return part if part.strip(".") else "_" * max(len(part), 1)
+
+
+def contained(folder: Path, name: str) -> Path:
+    """`folder / name`, refused unless it is a file directly inside `folder` (a name from a peer never
+    writes elsewhere, whatever it holds)."""
+    path = folder / name
+    if Path(name).name != name or path.resolve().parent != folder.resolve():
+        raise UsageError(
+            f"refusing to store {name!r}: it is not a file name inside {folder}",
+            hint="the name came from a node's answer; nothing was written outside the results folder",
+        )
+    return path
 
 
 @dataclass
@@ -34,19 +58,84 @@ class Entry:
     doc: dict = field(repr=False)  # read once by the scan (the index needs its host, profile and time)
 
 
-def _entry(path: Path) -> Entry | None:
+@dataclass(frozen=True)
+class Skipped:
+    """A stored file the history left out, and why (`toolkit report` names each one)."""
+
+    path: Path
+    reason: str
+
+
+def _schema_problem(kind: str, doc: dict) -> str | None:
+    """Why a document's schema_version cannot be read here, or None."""
+    version = doc.get("schema_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        return f"schema_version {version!r} is not a version number"
+    if version > KNOWN_SCHEMA[kind]:
+        return (
+            f"schema_version {version} is newer than this toolkit reads ({KNOWN_SCHEMA[kind]}): "
+            "written by a newer toolkit"
+        )
+    return None
+
+
+def _shape_problem(kind: str, doc: dict) -> str | None:
+    """Why a document of a known schema cannot be shown (fields of the wrong type), or None."""
+    rows, key, fields = (
+        ("results", "workload", ("workload", "status"))
+        if kind == "bench"
+        else ("checks", "name", ("name", "status"))
+    )
+    if not isinstance(doc.get(rows), list) or not all(
+        isinstance(r, dict) and all(isinstance(r.get(f), str) for f in fields) for r in doc[rows]
+    ):
+        return f"`{rows}` is not a list of {key}/status records"
+    stamp = doc.get("started_at" if kind == "bench" else "collected_at")
+    if not isinstance(stamp, str):
+        return "its time stamp is not a string"
+    return None
+
+
+def document_problem(kind: str, doc: dict) -> str | None:
+    """Why a stored `bench` or `health` document cannot be read here (a newer schema, fields of the
+    wrong type), or None."""
+    return _schema_problem(kind, doc) or _shape_problem(kind, doc)
+
+
+def _read(path: Path) -> Entry | str | None:
+    """The entry of a stored result, the reason it is skipped, or None for a file that is not one
+    (the folder also holds fleet documents and reports)."""
+    kind = "bench" if path.name.startswith("bench-") else "health" if path.name.startswith("health-") else ""
+    if not kind:
+        return None
     try:
         doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # a foreign or unreadable file is not part of the history
+    except (OSError, RuntimeError) as err:
+        return _os_reason(err)
+    except ValueError as err:  # UnicodeDecodeError too
+        return f"not valid JSON ({err})"
     if not isinstance(doc, dict) or not isinstance(doc.get("host"), str):
-        return None
+        return "not a toolkit result (no host)"
+    problem = document_problem(kind, doc)
+    if problem:
+        return problem
     host = node_name(doc)
-    if path.name.startswith("bench-") and gpu_class_of(doc) and doc.get("started_at"):
+    if kind == "bench" and gpu_class_of(doc) and doc.get("started_at"):
         return Entry(path, "bench", host, str(gpu_class_of(doc).get("name", "")), doc["started_at"], doc)
-    if path.name.startswith("health-") and doc.get("collected_at") and "checks" in doc:
+    if kind == "health" and doc.get("collected_at"):
         return Entry(path, "health", host, "", doc["collected_at"], doc)
-    return None
+    return "not a toolkit result (no GPU class or time)"
+
+
+def _os_reason(err: Exception) -> str:
+    if isinstance(err, RuntimeError) or getattr(err, "errno", None) == errno.ELOOP:
+        return "unreadable (a symlink loop)"
+    return f"unreadable ({getattr(err, 'strerror', None) or err})"
+
+
+def _entry(path: Path) -> Entry | None:
+    found = _read(path)
+    return found if isinstance(found, Entry) else None
 
 
 def node_name(doc: dict) -> str:
@@ -55,21 +144,33 @@ def node_name(doc: dict) -> str:
     return str(fleet.get("inventory_host") or doc.get("inventory_host") or doc.get("host", ""))
 
 
-def scan(*folders: Path, kind: str | None = None) -> list[Entry]:
-    """Every stored result in the folders, oldest first (by the time the document states)."""
+def scan(*folders: Path, kind: str | None = None, skipped: list[Skipped] | None = None) -> list[Entry]:
+    """Every stored result in the folders, oldest first (by the time the document states). A result file
+    that cannot be read (corrupt, unreadable, a symlink loop, a newer schema) is left out and, when
+    `skipped` is given, added to it with the reason."""
     entries: list[Entry] = []
     seen: set[Path] = set()
     for folder in folders:
         if not folder.is_dir():
             continue
-        for path in folder.glob("*.json"):
-            real = path.resolve()
-            if real in seen or (kind and not path.name.startswith(f"{kind}-")):
+        for path in sorted(folder.glob("*.json")):
+            if kind and not path.name.startswith(f"{kind}-"):
+                continue
+            try:
+                real = path.resolve(strict=True)
+            except (OSError, RuntimeError) as err:  # a dangling link, a symlink loop (RuntimeError < 3.13)
+                if skipped is not None and path.name.startswith(("bench-", "health-")):
+                    skipped.append(Skipped(path, _os_reason(err)))
+                continue
+            if real in seen:
                 continue
             seen.add(real)
-            entry = _entry(path)
-            if entry and (kind is None or entry.kind == kind):
-                entries.append(entry)
+            found = _read(path)
+            if isinstance(found, str):
+                if skipped is not None:
+                    skipped.append(Skipped(path, found))
+            elif found and (kind is None or found.kind == kind):
+                entries.append(found)
     entries.sort(key=lambda e: (e.time, e.path.name))
     return entries
 
@@ -106,7 +207,10 @@ def load_baseline(spec: str) -> Entry:
             f"--compare {spec}: no such result file",
             hint="give `last` (the previous run of this host and profile) or a bench-*.json result file",
         )
-    entry = _entry(path) if path.name.startswith("bench-") else None
+    found = _read(path) if path.name.startswith("bench-") else None
+    if isinstance(found, str):
+        raise UsageError(f"--compare {spec}: cannot be compared: {found}")
+    entry = found
     if entry is None:
         try:
             doc = json.loads(path.read_text())
@@ -117,6 +221,9 @@ def load_baseline(spec: str) -> Entry:
                 f"--compare {spec}: not a `toolkit bench` result",
                 hint="give a file written by `toolkit bench` (results/bench-*.json or --json PATH)",
             )
+        problem = _schema_problem("bench", doc)
+        if problem:
+            raise UsageError(f"--compare {spec}: cannot be compared: {problem}")
         entry = Entry(path, "bench", str(doc.get("host", "")), gpu_class_of(doc).get("name", ""), "", doc)
     return entry
 

@@ -10,6 +10,12 @@ from toolkit.errors import EXIT_UNKNOWN, HealthError
 COLLECTORS = ("gpu", "bmc", "docker", "system", "qdrant")
 
 
+def _keep_days(text: str) -> float:  # a number of days, at least 0 (store.keep_days checks it)
+    from toolkit.health.store import keep_days
+
+    return keep_days(text)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(_usage_exit=EXIT_UNKNOWN)
     p.add_argument(
@@ -47,7 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--all", action="store_true", help="table: also show the per-GPU detail series")
     p.add_argument("--prom", metavar="FILE", help="write a node_exporter textfile (atomically)")
     p.add_argument("--save-dir", metavar="DIR", help="store this report as JSON in DIR (locked, pruned)")
-    p.add_argument("--keep-days", type=float, metavar="DAYS", help="days of stored reports kept (default 14)")
+    p.add_argument(
+        "--keep-days", type=_keep_days, metavar="DAYS", help="days of stored reports kept (default 14)"
+    )
     p.add_argument("--skip", action="append", choices=COLLECTORS, default=[], help="leave a collector out")
     p.add_argument(
         "--history",
@@ -94,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.history:
         summary = store.summarise(Path(save_dir or store.DEFAULT_DIR), args.since_days)
         if args.json:
-            sys.stdout.write(secrets.redact(json.dumps(summary, indent=1)) + "\n")
+            sys.stdout.write(secrets.redact(json.dumps(summary, indent=1, allow_nan=False)) + "\n")
         else:
             from toolkit.console import out
             from toolkit.health.table import render_history
@@ -123,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         if prom_file:
             write_text_atomic(prom_file, secrets.redact(prom.render(report, time.time())))
     if args.json:
-        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+        sys.stdout.write(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     else:
         from toolkit.console import out
         from toolkit.health.table import render

@@ -112,6 +112,12 @@ def _preflight(args: argparse.Namespace) -> None:
     """What must hold before the inventory is read: sane arguments, ansible-playbook, ansible-core."""
     from toolkit.provision import engine
 
+    if not args.target.strip():  # an unset shell variable: never "every host"
+        raise UsageError(
+            "TARGET is empty", hint="name a host, a group or `all` (`all` provisions every host)"
+        )
+    if args.limit is not None and not args.limit.strip():
+        raise UsageError("--limit is empty", hint="name hosts or groups, or leave --limit out")
     if args.forks < 1:
         raise UsageError("--forks must be at least 1")
     if args.keep_artifacts < 1:
@@ -225,6 +231,19 @@ def _print_recap(args: argparse.Namespace, result: RunResult, rebooted: list[str
 
 
 def run(args: argparse.Namespace) -> int:
+    from toolkit.console import err
+    from toolkit.provision import engine
+    from toolkit.provision.display import render_interrupted
+
+    try:
+        return _provision(args)
+    except engine.PlaybookInterrupted as stop:
+        render_interrupted(stop.progress, err)
+        err.print(f"Runner artifacts: {stop.artifacts}", highlight=False)
+        raise
+
+
+def _provision(args: argparse.Namespace) -> int:
     from toolkit.console import err
     from toolkit.provision import engine
     from toolkit.provision.inventory import load_inventory

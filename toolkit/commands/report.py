@@ -66,7 +66,10 @@ def run(args: argparse.Namespace) -> int:
         raise MissingDependency(
             "`toolkit report` draws its plots with matplotlib", hint="pip install 'llm-node-toolkit[report]'"
         ) from None
-    entries = history.scan(*sources)
+    skipped: list[history.Skipped] = []
+    entries = history.scan(*sources, skipped=skipped)
+    for s in skipped:
+        sys.stderr.write(f"toolkit report: skipped {s.path}: {s.reason}\n")
     if args.hosts:
         entries = [e for e in entries if e.host in args.hosts]
     if args.since_days is not None:
@@ -80,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
         )
     from toolkit.report.html import build
 
-    text, summary = build(entries, threshold, [str(s) for s in sources])
+    text, summary = build(entries, threshold, [str(s) for s in sources], skipped)
     output = Path(args.output) if args.output else folders[0] / "report.html"
     write_text_atomic(output, text)
     sys.stderr.write(
         f"Wrote {output}: {len(summary['nodes'])} node(s), {summary['bench_runs']} bench run(s), "
-        f"{summary['health_reports']} health report(s)\n"
+        f"{summary['health_reports']} health report(s)"
+        + (f", {len(skipped)} file(s) skipped" if skipped else "")
+        + "\n"
     )
     return 0

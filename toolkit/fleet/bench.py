@@ -140,13 +140,21 @@ def run_bench(args) -> int:
         doc = host.doc
         if not doc or not gpu_class_of(doc) or "started_at" not in doc:
             return
-        doc.setdefault("fleet", {})["inventory_host"] = host.name
-        path = folder / report.result_filename(
-            doc["started_at"],
-            doc.get("host", host.name),
-            gpu_class_of(doc)["name"],
-            fleet_result.safe_name(host.name),
+        if not isinstance(doc.get("fleet"), dict):
+            doc["fleet"] = {}
+        doc["fleet"]["inventory_host"] = host.name
+        # every part of the name is the node's word: kept to one plain file name inside the folder
+        name = report.result_filename(
+            history.name_part(str(doc["started_at"]).replace(":", "")),
+            history.name_part(doc.get("host", host.name)),
+            history.name_part(gpu_class_of(doc).get("name", "")),
+            history.name_part(host.name),
         )
+        try:
+            path = history.contained(folder, name)
+        except UsageError as err:
+            host.message += f"; not stored: {err.message}"
+            return
         if args.compare:
             baseline = history.previous(folder, doc, exclude=path)
             if baseline is not None:

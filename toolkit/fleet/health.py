@@ -5,7 +5,7 @@ unreachable host, a timeout or a node without the toolkit is UNKNOWN.
 
 from __future__ import annotations
 
-from toolkit.errors import EXIT_INTERRUPTED, EXIT_UNKNOWN
+from toolkit.errors import EXIT_INTERRUPTED, EXIT_UNKNOWN, UsageError
 from toolkit.fleet import result as fleet_result
 from toolkit.fleet import runner, transport
 from toolkit.fleet.jobs import (
@@ -111,8 +111,14 @@ def run_health(args) -> int:
         if not doc or not doc.get("collected_at"):
             return
         doc["inventory_host"] = host.name
-        stamp = doc["collected_at"].replace("-", "").replace(":", "")
-        path = folder / f"health-{stamp}-{fleet_result.safe_name(host.name)}.json"
+        stamp = str(doc["collected_at"]).replace("-", "").replace(":", "")
+        # the time is the node's word: kept to one plain file name inside the folder
+        name = f"health-{history.name_part(stamp)}-{history.name_part(host.name)}.json"
+        try:
+            path = history.contained(folder, name)
+        except UsageError as err:
+            host.message += f"; not stored: {err.message}"
+            return
         host.saved = str(fleet_result.save_json(path, doc))
 
     timeout = args.host_timeout or HEALTH_TIMEOUT

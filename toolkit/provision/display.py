@@ -113,3 +113,19 @@ def diff_lines(diff) -> list[str]:
         elif isinstance(d.get("prepared"), str):
             out += ["    " + line for line in d["prepared"].splitlines()]
     return out
+
+
+def render_interrupted(progress: list, console) -> None:
+    """Where each host stood when Ctrl-C or SIGTERM stopped the run (engine.HostProgress)."""
+    console.print(
+        "toolkit provision: interrupted; ansible-playbook and every process it started were stopped",
+        highlight=False,
+    )
+    words = {
+        "finished": "finished (no task running; last task {task!r})",
+        "failed": "failed (last task {task!r})",
+        "interrupted": "interrupted during task {task!r}",
+        "not started": "not started",
+    }
+    for p in progress:
+        console.print(f"  {p.host}: {words[p.state].format(task=p.task)}", highlight=False, markup=False)

@@ -7,6 +7,7 @@ scrubbed from the environment ansible-runner records.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -99,6 +100,8 @@ class EventSink:
     failures: list[Failure] = field(default_factory=list)
     reboot: dict[str, bool] = field(default_factory=dict)
     changes: list[dict] = field(default_factory=list)
+    running: dict[str, str] = field(default_factory=dict)  # host -> the task it is running now
+    done: dict[str, str] = field(default_factory=dict)  # host -> the last task it ended
     _capability: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, event: dict) -> bool:
@@ -107,6 +110,8 @@ class EventSink:
         host = data.get("host") or data.get("remote_addr")
         role = self._role(host, data.get("role"))
         task = data.get("task") or ""
+        if host and kind.startswith("runner_on_"):
+            self._progress(kind, host, task)
         if kind == "runner_on_start" and host:
             self.on_update(host, role, task, "running")
         elif kind == "runner_on_ok" and host:
@@ -127,6 +132,13 @@ class EventSink:
             )
             self.on_update(host, role, task, "unreachable" if kind == "runner_on_unreachable" else "failed")
         return True  # keep the event in the artifacts
+
+    def _progress(self, kind: str, host: str, task: str) -> None:
+        if kind == "runner_on_start":
+            self.running[host] = task
+        elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
+            self.running.pop(host, None)
+            self.done[host] = task
 
     def _role(self, host: str | None, role: str | None) -> str:
         """Events of the shared internal roles count for the capability role that included them."""
@@ -180,6 +192,113 @@ def scrub_artifacts(folder: Path) -> None:
         }
         doc["env_note"] = "other environment variables omitted by toolkit"
         command.write_text(json.dumps(doc))
+
+
+@dataclass(frozen=True)
+class HostProgress:
+    """Where a host stood when a run was interrupted."""
+
+    host: str
+    state: str  # finished (no task running, none failed) | failed | interrupted | not started
+    task: str  # the task it was running (interrupted), else the last one it ended ("" not started)
+
+
+class PlaybookInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped ansible-playbook (and everything it started): exit 130, with where
+    each host stood."""
+
+    def __init__(self, progress: list[HostProgress], artifacts: Path):
+        super().__init__("interrupted")
+        self.progress = progress
+        self.artifacts = artifacts
+
+
+def _progress(sink: EventSink, hosts: list[str]) -> list[HostProgress]:
+    failed = {f.host for f in sink.failures}
+    out = []
+    for host in hosts:
+        if host in sink.running:
+            out.append(HostProgress(host, "interrupted", sink.running[host]))
+        elif host in failed:
+            out.append(HostProgress(host, "failed", sink.done.get(host, "")))
+        elif host in sink.done:
+            out.append(HostProgress(host, "finished", sink.done[host]))
+        else:
+            out.append(HostProgress(host, "not started", ""))
+    return out
+
+
+STOP_GRACE = 5.0  # seconds ansible-playbook and its workers get to end after SIGTERM, before SIGKILL
+
+
+def stop_children(grace: float = STOP_GRACE) -> None:
+    """Stop every process this one started and every process group they made: frozen first (SIGSTOP, so
+    none forks a new worker while they are counted), then SIGTERM, then SIGKILL for what is left after
+    `grace` seconds. ansible-playbook runs in a session of its own (ansible-runner's pty) and each of its
+    forks calls setsid(): runner's killpg of ansible-playbook's group never reaches the workers nor the
+    commands they run (an apt, a `sleep`), which kept running after toolkit had exited."""
+    own = os.getpgid(0)
+    procs, groups = _tree(own)
+    while True:  # freeze, count again until the tree stops growing
+        _signal_groups(groups, signal.SIGSTOP)
+        more, more_groups = _tree(own)
+        if {p.pid for p in more} <= {p.pid for p in procs}:
+            break
+        procs, groups = procs + [p for p in more if p.pid not in {q.pid for q in procs}], groups | more_groups
+    loose = [p for p in procs if _pgid(p.pid) == own]  # one left in this process's own group
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):
+        _signal_groups(groups, sig)
+        _signal_groups(groups, signal.SIGCONT)
+        for proc in loose:
+            with contextlib.suppress(OSError):
+                os.kill(proc.pid, sig)
+        if _wait_gone(procs, wait):
+            return
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+def _tree(own: int) -> tuple[list, set[int]]:
+    """This process's descendants and their process groups (its own group left out)."""
+    import psutil
+
+    try:
+        procs = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        procs = []
+    groups = {_pgid(p.pid) for p in procs} - {None, own}
+    return procs, groups
+
+
+def _signal_groups(groups: set[int], sig: int) -> None:
+    for group in groups:
+        with contextlib.suppress(OSError):
+            os.killpg(group, sig)
+
+
+def _wait_gone(procs: list, timeout: float) -> bool:
+    """True when every process has ended (a zombie waiting to be reaped has ended) within `timeout`."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for proc in procs:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc)
+            except psutil.Error:
+                pass
+        if not alive or time.monotonic() >= deadline:
+            return not alive
+        time.sleep(0.1)
 
 
 @dataclass(frozen=True)
@@ -258,18 +377,25 @@ def run_playbook(
     envvars = _envvars(project, playbook_bin)
     ident = uuid.uuid4().hex
     artifacts = private / "artifacts" / ident
-    cancel = {"requested": False}
+    cancel = {"requested": False, "stopped": False}
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def request_cancel(signum, frame):  # ansible-playbook runs in its own session: stop it through runner
+    def request_cancel(signum, frame):  # ansible-playbook runs in its own session: a Ctrl-C never reaches it
         cancel["requested"] = True
+
+    def cancelled() -> bool:  # runner asks at least every second (pexpect_timeout)
+        if cancel["requested"] and not cancel["stopped"]:
+            cancel["stopped"] = True
+            stop_children()  # the whole tree, before runner kills ansible-playbook's group only
+        return cancel["requested"]
 
     for sig in previous:
         signal.signal(sig, request_cancel)
     try:
         runner = ansible_runner.run(
             ident=ident,
-            cancel_callback=lambda: cancel["requested"],
+            cancel_callback=cancelled,
+            settings={"pexpect_timeout": 1},
             private_data_dir=str(private),
             project_dir=str(project),
             playbook=run.playbook,
@@ -292,7 +418,7 @@ def run_playbook(
     stats = _host_stats(runner.stats, run.hosts)
     error = None
     if cancel["requested"] or runner.status == "canceled":
-        raise KeyboardInterrupt
+        raise PlaybookInterrupted(_progress(sink, run.hosts), artifacts)
     if runner.stats is None or runner.status in ("error", "timeout"):
         error = _tail(runner) or f"ansible-playbook ended with status {runner.status} (rc {runner.rc})"
     return RunResult(

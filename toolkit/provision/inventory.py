@@ -53,6 +53,11 @@ class Inventory:
 
     def resolve(self, target: str, limit: str | None = None) -> list[str]:
         """Hosts a TARGET (host, group, `all` or an Ansible pattern) and --limit select."""
+        if not target.strip() or (limit is not None and not limit.strip()):
+            # Ansible reads an empty pattern as every host: an unset shell variable must not be that
+            raise UsageError(
+                "empty host pattern", hint="name a host, a group or `all` (`all` selects every host)"
+            )
         pattern = f"{target}:&{limit}" if limit else target
         # a plain name in a list ("gpu01,gpu99") that matches nothing is a typo, not a filter
         for name in re.split(r"[,:]", target):
@@ -97,6 +102,8 @@ def load_inventory(path: str | os.PathLike, vault_password_file: str | None = No
     if vault_password_file:  # an inventory encrypted with ansible-vault
         from ansible.parsing.vault import get_file_vault_secret
 
+        if not Path(vault_password_file).is_file():
+            raise UsageError(f"no vault password file {vault_password_file}", hint="check the path given")
         secret = get_file_vault_secret(filename=str(Path(vault_password_file).resolve()), loader=loader)
         secret.load()
         loader.set_vault_secrets([("default", secret)])

@@ -287,8 +287,25 @@ def _health_section(health: dict[str, list[history.Entry]]) -> tuple[str, dict]:
     return "".join(parts), status_of
 
 
-def build(entries: list[history.Entry], threshold: float, sources: list[str]) -> tuple[str, dict]:
-    """The HTML text and what it holds (nodes, runs, health reports)."""
+def _skipped_section(skipped: list[history.Skipped]) -> str:
+    if not skipped:
+        return ""
+    rows = [[(str(s.path), ""), (s.reason, "warn")] for s in skipped]
+    return (
+        '<section id="skipped"><h2>Files left out</h2>'
+        f"<p>{len(skipped)} stored file(s) could not be read and are not part of this report.</p>"
+        + _table(["file", "why"], rows)
+        + "</section>"
+    )
+
+
+def build(
+    entries: list[history.Entry],
+    threshold: float,
+    sources: list[str],
+    skipped: list[history.Skipped] | None = None,
+) -> tuple[str, dict]:
+    """The HTML text and what it holds (nodes, runs, health reports, files left out)."""
     bench = history.by_host([e for e in entries if e.kind == "bench"])
     health = history.by_host([e for e in entries if e.kind == "health"])
     sections, summaries = [], []
@@ -320,17 +337,21 @@ def build(entries: list[history.Entry], threshold: float, sources: list[str]) ->
         "<h1>toolkit report</h1>",
         f'<p class="meta">generated {generated} by toolkit {__version__} from {_e(", ".join(sources))} · '
         f"{len(nodes)} node(s), {sum(len(v) for v in bench.values())} bench run(s), "
-        f"{sum(len(v) for v in health.values())} health report(s)</p>",
+        f"{sum(len(v) for v in health.values())} health report(s)"
+        + (f", {len(skipped)} file(s) left out (see the end)" if skipped else "")
+        + "</p>",
         "<h2>Fleet</h2>",
         _table(
             ["node", "profile", "latest bench", "verdict", f"regressions (>{threshold:.0%})", "health"], rows
         ),
         *sections,
         health_text,
+        _skipped_section(skipped or []),
         "</body></html>",
     ]
     return "\n".join(doc), {
         "nodes": nodes,
         "bench_runs": sum(len(v) for v in bench.values()),
         "health_reports": sum(len(v) for v in health.values()),
+        "skipped": len(skipped or []),
     }
