@@ -25,7 +25,16 @@ def check_writable(folder: str | os.PathLike, hint: str) -> None:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, mode: int = 0o644) -> Path:
+    """Write `text` to `path` or leave the previous version in place. A failure (a full disk fails on
+    the write, with no file named) is raised as an OSError that names `path`, not the temp file."""
     target = Path(path)
+    try:
+        return _write(target, text, mode)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror or str(err), str(target)) from err
+
+
+def _write(target: Path, text: str, mode: int) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

@@ -6,6 +6,10 @@ method here: the start (`start`), a finished load (`add_result`), the running lo
 (`annotate_distributed`), the end (`finish`), and the comparison with an earlier run. Saving is
 atomic, and only the process that owns the file (rank 0 of a `--gpus N` run) writes it, so a stop at
 any moment leaves the loads that finished on disk.
+
+A save that fails (a disk that fills during the run) does not end the run: the file keeps its last whole
+version, the document stays in memory, the load whose save failed carries a note saying so, and the next
+save tries again. `save_error` says why the last save failed and `unsaved` which loads the file lacks.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class RunDocument:
         self.path = Path(path)
         self.writer = writer
         self._peaks = peaks  # the run's Peaks: the cpu profile measures them as it goes
+        self.save_error: str | None = None  # why the last save failed; None once one succeeds
+        self._saved_results = 0  # how many results the file on disk holds
 
     @classmethod
     def start(
@@ -106,28 +112,47 @@ class RunDocument:
 
     # -- writing ---------------------------------------------------------------------------------
 
-    def save(self) -> None:
+    @property
+    def unsaved(self) -> list[str]:
+        """The loads that finished but are not in the file on disk (their saves failed)."""
+        return [r["workload"] for r in self.results[self._saved_results :]]
+
+    def save(self) -> bool:
+        """Write the document atomically; False when it could not be written (`save_error` says why,
+        naming the file): the run goes on and the file keeps its last whole version."""
         if not self.writer:
-            return
+            return True
         if self._peaks is not None:
             self._data[CLASS_KEY]["peaks"] = self._peaks.as_dict()
-        save_json(self._data, self.path)
+        try:
+            save_json(self._data, self.path)
+        except OSError as err:
+            self.save_error = f"cannot write {err.filename or self.path}: {err.strerror or err}"
+            return False
+        self.save_error = None
+        self._saved_results = len(self.results)
+        return True
 
     def progress(self, workload: str, completed: int, total: int) -> None:
         """The running load's progress, shown in the saved file (the caller decides how often)."""
         self._data["in_progress"] = {"workload": workload, "completed": completed, "total": total}
         self.save()
 
-    def add_result(self, result: dict) -> None:
-        """A finished load, saved at once."""
+    def add_result(self, result: dict) -> bool:
+        """A finished load, saved at once; False when the save failed, and the load then says so in its
+        notes (shown below the table, and in the file once a later save succeeds)."""
         self._data.pop("in_progress", None)
         self._data["results"].append(result)
-        self.save()
+        if self.save():
+            return True
+        result.setdefault("notes", []).append(f"result not saved when the load finished: {self.save_error}")
+        return False
 
     def replace_running(self, result: dict | None) -> None:
         """The burn-in's record so far (saved after every interval), or None once it is handed over
         to `add_result` as a finished load."""
         self._data["results"] = [result] if result is not None else []
+        self._saved_results = min(self._saved_results, len(self.results))
         if result is not None:
             self.save()
 
@@ -141,7 +166,7 @@ class RunDocument:
     def finish(self, *, interrupted: bool = False, failed: bool = False) -> str:
         """Close the run: its verdict from the loads' statuses, whether it is complete, when it ended,
         and the planned loads that did not run. `failed`: a `--gpus N` run whose ranks did not all
-        finish, which is never a passing run. Saves and returns the verdict."""
+        finish, which is never a passing run. Saves (see `save_error`) and returns the verdict."""
         data = self._data
         data.pop("in_progress", None)
         verdict = verdict_of((r["status"] for r in data["results"]), interrupted)

@@ -210,23 +210,47 @@ def _explain(r: dict, console) -> None:
                 f"  {r['workload']} {metric}: measured {measured}, expected at least "
                 f"{format_metric(metric, exp['min'])} because {exp['basis']}"
             )
+    from rich.markup import escape
+
     for note in r["notes"]:
-        if not note.startswith("peak_memory_bytes"):
-            console.print(f"  [dim]{r['workload']}: {note}[/]")
+        if not note.startswith("peak_memory_bytes"):  # notes quote paths and library text: not markup
+            console.print(f"  [dim]{r['workload']}: {escape(note)}[/]")
 
 
-def publish(doc: dict, saved_path, json_target: str | None, out, err) -> None:
+def publish(doc: dict, saved_path, json_target: str | None, out, err, *, unsaved: str | None = None) -> bool:
     """The finished run: JSON on stdout with the table on stderr (`--json -`), or the table on stdout and
-    the JSON written to `json_target`; then where it was saved."""
+    the JSON written to `json_target`; then where it was saved, unless `unsaved` (the result file lacks
+    the finished run: a full disk), which the caller reports. The table is printed whatever the disk does;
+    False when the `--json FILE` copy could not be written (said on stderr)."""
+    from rich.text import Text
+
     if json_target == "-":
         sys.stdout.write(to_json(doc))
         render(doc, err)
+        written = True
     else:
-        if json_target:
-            save(doc, json_target)
         render(doc, out)
-    also = f" and {json_target}" if json_target and json_target != "-" else ""
-    err.print(f"Saved {saved_path}{also}", highlight=False)
+        written = _write_copy(doc, json_target, err) if json_target else True
+    also = f" and {json_target}" if json_target and json_target != "-" and written else ""
+    if unsaved:  # the caller says why, as an error
+        if also:
+            err.print(Text(f"Saved {json_target}"), soft_wrap=True)
+    else:
+        err.print(Text(f"Saved {saved_path}{also}"), soft_wrap=True)
+    return written
+
+
+def _write_copy(doc: dict, json_target: str, err) -> bool:
+    from rich.text import Text
+
+    try:
+        save(doc, json_target)
+    except OSError as exc:
+        err.print(
+            Text(f"toolkit: error: --json {json_target} not written: {exc.strerror or exc}"), soft_wrap=True
+        )
+        return False
+    return True
 
 
 def render_comparison(comparison: dict, console, moved_only: bool = False) -> None:

@@ -40,7 +40,8 @@ def run(request: BenchRequest, setup: RunSetup, rank=None) -> int:
     burn_in = setup.workloads == ("burn_in",)
     guard = Interrupts() if rank is None and not burn_in else None
     with _signals(rank, guard):
-        doc.save()
+        if not doc.save():
+            _save_failed(doc, "the result file")
         _records, interrupted = _run_loads(ctx, setup, doc, progress, guard)
     if rank is not None:  # a rank that failed or was interrupted has left in rank.collect
         return rank.finish(doc)
@@ -155,8 +156,10 @@ class _Progress:
         result = rec.as_dict() if self.rank is None else self.rank.collect(rec, self.warn_ratio)
         if result is None:
             return
-        self.doc.add_result(result)
+        saved = self.doc.add_result(result)
         report.print_load_line(err, rec)
+        if not saved:
+            _save_failed(self.doc, f"{rec.workload}'s result")
 
 
 def _run_loads(ctx, setup: RunSetup, doc: RunDocument, progress: _Progress, guard):
@@ -206,16 +209,38 @@ def _finish(request: BenchRequest, doc: RunDocument, interrupted: bool, baseline
     if comparison:
         doc.set_comparison(comparison)
         doc.save()
-    report.publish(doc.as_dict(), doc.path, request.json, out, err)
+    published = report.publish(doc.as_dict(), doc.path, request.json, out, err, unsaved=doc.save_error)
     if comparison:
         report.render_comparison(comparison, err if request.json == "-" else out)
+    if doc.save_error:
+        _save_failed(doc, "the finished run", final=True)
     if interrupted:
         err.print("Interrupted: the loads that finished are kept in the saved result.")
         return EXIT_INTERRUPTED
     code = verdict_exit_code(doc.verdict)
+    if code == 0 and (doc.save_error or not published):  # a result that is not on disk is not a pass
+        return EXIT_CHECK_FAILED
     if code == 0 and comparison and comparison["regressions"] and request.fail_on_regression:
         return EXIT_CHECK_FAILED
     return code
+
+
+def _save_failed(doc: RunDocument, what: str, final: bool = False) -> None:
+    """One message for a save that failed (a full disk), naming the file and what it lacks. The run
+    goes on; at the end a result not on disk makes the exit code 1 (docs/REFERENCE.md, exit codes)."""
+    from rich.text import Text
+
+    from toolkit.console import err
+
+    missing = doc.unsaved
+    kept = f"{doc.path.name} keeps its last whole version" + (
+        f", without {', '.join(missing)}" if missing else ""
+    )
+    then = "the table above shows every load" if final else "the run goes on"
+    # soft_wrap: a long path stays on one line, whole, for whoever greps the log
+    err.print(Text(f"toolkit: error: {what} was not saved: {doc.save_error}"), soft_wrap=True)
+    hint = f"  hint: free space in {doc.path.parent} (or pass --results-dir); {then}; {kept}"
+    err.print(Text(hint), soft_wrap=True)
 
 
 def _comparison(request: BenchRequest, doc: RunDocument, baseline) -> dict | None:

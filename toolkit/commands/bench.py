@@ -140,10 +140,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _sigterm_interrupts() -> None:
+    """SIGTERM before the loads start (while torch loads, a fleet stopping its nodes) ends the run as
+    Ctrl-C does: exit 130 and a clear line, not death by signal. The session installs its own while the
+    loads run and restores this one after."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def run(args: argparse.Namespace) -> int:
     from toolkit.bench.request import BenchRequest
 
     request = BenchRequest.from_args(args)
+    if not request.distributed_run:  # a rank's SIGTERM is the session's to tell apart (bench/session.py)
+        _sigterm_interrupts()
     rank = None
     if request.distributed_run:  # a rank of a --gpus run: its output goes to its log from here on
         from toolkit.bench.distributed import Rank

@@ -6,6 +6,7 @@ of a status is the exit code a monitoring system reads. `Status` is the shared o
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,18 @@ def worst(statuses) -> Status:
         if status.severity > result.severity:
             result = status
     return result
+
+
+def finite_tree(value):
+    """`value` with every float that is not finite (NaN, ±Infinity) replaced by None: JSON has no such
+    numbers (Python would write a bare `NaN` that strict parsers reject) and a report never shows one."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_tree(v) for v in value]
+    return value
 
 
 @dataclass
@@ -40,7 +53,7 @@ class Check:
         return {
             "name": self.name,
             "status": self.status.label,
-            "value": self.value,
+            "value": finite_tree(self.value),
             "unit": self.unit,
             "detail": self.detail,
             "collector": self.collector,
@@ -105,6 +118,10 @@ class Report:
         return worst(c.status for c in self.checks)
 
     def to_json(self) -> dict:
+        """The report as JSON data; no float in it is NaN or infinite (write it with allow_nan=False)."""
+        return finite_tree(self._document())
+
+    def _document(self) -> dict:
         return {
             "schema_version": 1,
             "host": self.host,

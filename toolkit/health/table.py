@@ -1,10 +1,16 @@
-"""The human view: one rich table per collector, worst rows first, and the overall status."""
+"""The human view: one rich table per collector, worst rows first, and the overall status.
+
+Names, values and details come from peers (a BMC names its own sensors, `[/]` included) and from stored
+reports: every cell is a `rich.text.Text`, never markup, so no name can break or restyle the table.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 
 from rich.table import Table
+from rich.text import Text
 
 from toolkit.health.model import Report, Status
 from toolkit.health.secrets import redact
@@ -16,6 +22,8 @@ def _value(check) -> str:
     v = check.value
     if v is None:
         return "—"
+    if isinstance(v, float) and not math.isfinite(v):
+        return "—"  # never shown as a reading (health.model.finite_tree keeps it out of JSON too)
     if isinstance(v, float):
         text = f"{v:,.1f}" if abs(v) >= 100 else f"{v:.3g}"
     elif isinstance(v, int) and check.unit == "bytes":
@@ -36,7 +44,7 @@ def render(console, report: Report, show_all: bool = False) -> None:
         title = f"{result.name} — {result.status.label.upper()}"
         if not result.up:
             title += " (source not readable)"
-        table = Table(title=title, title_justify="left", expand=False)
+        table = Table(title=Text(title), title_justify="left", expand=False)
         table.add_column("check")
         table.add_column("status")
         table.add_column("value", justify="right")
@@ -45,37 +53,42 @@ def render(console, report: Report, show_all: bool = False) -> None:
             if not show_all and check.status is Status.OK and _SERIES.match(check.name):
                 hidden += 1
                 continue
-            style = STYLE[check.status]
             table.add_row(
-                check.name, f"[{style}]{check.status.label}[/]", redact(_value(check)), redact(check.detail)
+                Text(str(check.name)),
+                _status(check.status),
+                Text(redact(_value(check))),
+                Text(redact(str(check.detail))),
             )
         console.print(table)
     for note in report.notes:
-        console.print(f"note: {redact(note)}")
+        console.print(Text(f"note: {redact(str(note))}"))
     if hidden:
         console.print(f"{hidden} per-GPU detail series hidden (all OK); --all shows them, --json has them")
-    style = STYLE[report.status]
-    console.print(
-        f"[{style}]{report.host}: {report.status.label.upper()}[/] — {len(report.checks)} checks in "
-        f"{report.duration_seconds:.2f} s"
-    )
+    line = Text(f"{report.host}: {report.status.label.upper()}", style=STYLE[report.status])
+    line.append(f" — {len(report.checks)} checks in {report.duration_seconds:.2f} s")
+    console.print(line)
+
+
+def _status(status: Status) -> Text:
+    return Text(status.label, style=STYLE[status])
 
 
 def render_history(console, summary: dict) -> None:
     table = Table(
-        title=f"{summary['reports']} reports in {summary['folder']} ({summary['first']} … {summary['last']})",
+        title=Text(
+            f"{summary['reports']} reports in {summary['folder']} ({summary['first']} … {summary['last']})"
+        ),
         title_justify="left",
     )
     for col in ("check", "worst", "not ok", "last", "worst seen", "detail at worst"):
         table.add_column(col)
     for row in summary["checks"]:
-        worst_status = Status.parse(row["worst"])
         table.add_row(
-            row["name"],
-            f"[{STYLE[worst_status]}]{row['worst']}[/]",
-            f"{row['not_ok']}/{row['runs']}",
-            row["last"],
-            row["worst_at"] or "—",
-            redact(row["worst_detail"]),
+            Text(str(row["name"])),
+            _status(Status.parse(row["worst"])),
+            Text(f"{row['not_ok']}/{row['runs']}"),
+            Text(str(row["last"])),
+            Text(str(row["worst_at"] or "—")),
+            Text(redact(str(row["worst_detail"]))),
         )
     console.print(table)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -270,10 +271,21 @@ def read_ipmitool(
 
 
 def _number(text: str) -> float | None:
+    """A finite number, or None (`float()` also reads "nan" and "inf", which are no limit)."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
+
+
+def _reading(text: str):
+    """A sensor's value column: a number, None for "na" (not present), else the text itself, which
+    the model reports as no reading (`bmc.model.reading_of`) instead of dropping it as absent."""
+    if text in ("na", ""):
+        return None
+    value = _number(text)
+    return value if value is not None else text
 
 
 def parse_ipmitool_sensor(text: str) -> list[Sensor]:
@@ -291,7 +303,7 @@ def parse_ipmitool_sensor(text: str) -> list[Sensor]:
                 sensor.present, sensor.failed = bool(bits & 0x01), bool(bits & 0x02)
             sensors.append(sensor)
             continue
-        sensor = Sensor(name, _IPMITOOL_KINDS.get(unit, "other"), _number(value))
+        sensor = Sensor(name, _IPMITOOL_KINDS.get(unit, "other"), _reading(value))
         sensor.present = value != "na"
         sensor.thresholds = {
             k: v

@@ -7,7 +7,9 @@ checks with one set of rules, so a fan at 0 RPM means the same over either proto
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass, field
+from numbers import Real
 
 from toolkit.health.model import Check, CollectorResult, Status
 
@@ -32,10 +34,32 @@ THRESHOLD_NAMES = (
 )
 
 
+def reading_of(raw) -> tuple[float | None, str | None]:
+    """(value, unreadable) of what a BMC sent as a reading: a finite number is the reading, None (or a
+    missing field) is no reading, and anything else (NaN, ±Infinity, text) is no reading either, with
+    what was sent kept in `unreadable` so that it is reported, never judged "within limits"."""
+    if raw is None:
+        return None, None
+    if isinstance(raw, Real) and not isinstance(raw, bool):
+        value = float(raw)
+        if math.isfinite(value):
+            return value, None
+        return None, str(value)  # nan, inf, -inf
+    return None, repr(raw)[:40] if isinstance(raw, str) else type(raw).__name__
+
+
+def finite_limits(thresholds: dict) -> dict[str, float]:
+    """The thresholds that are finite numbers (a NaN limit compares false with everything)."""
+    return {k: v for k, v in thresholds.items() if reading_of(v)[0] is not None}
+
+
 @dataclass
 class Sensor:
     """One BMC sensor. `state` is the BMC's own verdict where it gives one (threshold events,
-    Redfish Status.Health); `thresholds` are the BMC's limits, keyed by THRESHOLD_NAMES."""
+    Redfish Status.Health); `thresholds` are the BMC's limits, keyed by THRESHOLD_NAMES.
+
+    `value` is a finite number or None whatever the reader passes: a NaN, an infinity or text becomes
+    None with `unreadable` saying what the BMC sent (every reader gets this, IPMI and Redfish alike)."""
 
     name: str
     kind: str
@@ -46,6 +70,12 @@ class Sensor:
     present: bool = True
     failed: bool = False  # PSU failure asserted
     power_watts: float | None = None  # PSU input power, when a PSU reports it
+    unreadable: str | None = None  # what the BMC sent in place of a number (NaN, "Infinity", "abc")
+
+    def __post_init__(self) -> None:
+        self.name = str(self.name)
+        self.value, unreadable = reading_of(self.value)
+        self.unreadable = self.unreadable or unreadable
 
 
 @dataclass
@@ -67,7 +97,7 @@ class BmcReading:
 
 def threshold_status(sensor: Sensor) -> tuple[Status, str]:
     """Compare a numeric reading with the BMC's thresholds; the BMC's own assertion also counts."""
-    t, v = sensor.thresholds, sensor.value
+    t, v = finite_limits(sensor.thresholds), reading_of(sensor.value)[0]
     status, why = Status.OK, ""
     if v is not None:
         for name, level in (
@@ -137,59 +167,10 @@ def bmc_checks(reading: BmcReading, sel_limit: int = 10, sel_window_hours: float
         "bmc", info={"protocol": reading.protocol, "target": reading.target, **reading.info}
     )
     for s in reading.sensors:
-        metric, unit = KINDS.get(s.kind, ("", ""))
-        labels = {"sensor": s.name, "type": s.kind}
-        name = f"bmc.{s.kind}.{s.name}"
         if s.kind == "psu":
-            if s.failed:
-                status, detail = Status.CRITICAL, f"power supply {s.name} failure asserted"
-            elif not s.present:
-                status, detail = Status.WARNING, f"power supply {s.name} not present"
-            else:
-                status, why = threshold_status(s)
-                detail = why or "present, no failure"
-            if s.power_watts is not None:
-                detail += f"; input {s.power_watts:g} W"
-                result.add(
-                    f"bmc.power.{s.name}",
-                    Status.OK,
-                    s.power_watts,
-                    "W",
-                    f"{s.name} input power",
-                    "toolkit_bmc_power_watts",
-                    sensor=s.name,
-                    type="psu_input",
-                )
-            result.add(
-                name,
-                status,
-                "failed" if s.failed else ("present" if s.present else "absent"),
-                None,
-                detail,
-                None,
-                **labels,
-            )
-            continue
-        if not s.present or (s.value is None and s.state is Status.OK and not s.states):
-            # an unpopulated fan header / not-installed sensor: report it, don't alarm
-            result.add(
-                name,
-                Status.OK,
-                None,
-                unit or None,
-                "no reading (sensor not present)",
-                metric or None,
-                **labels,
-            )
-            continue
-        status, why = threshold_status(s)
-        if s.kind == "fan" and s.value is not None and s.value <= 0 and status is Status.OK:
-            status, why = Status.CRITICAL, "fan stopped (0 RPM)"
-        limits = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in s.thresholds.items())
-        detail = why or "within limits"
-        if limits:
-            detail += f" ({limits})"
-        result.add(name, status, s.value, unit or None, detail, metric or None, **labels)
+            _psu_checks(result, s)
+        else:
+            _sensor_check(result, s)
     if reading.power_state is not None:
         on = reading.power_state == "on"
         result.add(
@@ -209,6 +190,65 @@ def bmc_checks(reading: BmcReading, sel_limit: int = 10, sel_window_hours: float
             for e in reading.sel[-sel_limit:]
         ]
     return result
+
+
+def _psu_checks(result: CollectorResult, s: Sensor) -> None:
+    """A power supply: present, failed or absent, and its input power where it reports one."""
+    if s.failed:
+        status, detail = Status.CRITICAL, f"power supply {s.name} failure asserted"
+    elif not s.present:
+        status, detail = Status.WARNING, f"power supply {s.name} not present"
+    else:
+        status, why = threshold_status(s)
+        detail = why or "present, no failure"
+    watts, unreadable = reading_of(s.power_watts)
+    if watts is not None:
+        detail += f"; input {watts:g} W"
+        result.add(
+            f"bmc.power.{s.name}",
+            Status.OK,
+            watts,
+            "W",
+            f"{s.name} input power",
+            "toolkit_bmc_power_watts",
+            sensor=s.name,
+            type="psu_input",
+        )
+    elif unreadable:
+        detail += f"; input power unreadable (the BMC sent {unreadable})"
+    state = "failed" if s.failed else ("present" if s.present else "absent")
+    result.add(f"bmc.psu.{s.name}", status, state, None, detail, None, sensor=s.name, type=s.kind)
+
+
+def _sensor_check(result: CollectorResult, s: Sensor) -> None:
+    """A reading judged by the BMC's thresholds and its own verdict. No reading from a sensor that is
+    not there is OK; a reading that is not a finite number is "no reading" and never OK."""
+    metric, unit = KINDS.get(s.kind, ("", ""))
+    labels = {"sensor": s.name, "type": s.kind}
+    name = f"bmc.{s.kind}.{s.name}"
+    value, unreadable = reading_of(s.value)  # a reader may have set `value` after construction
+    unreadable = unreadable or s.unreadable
+    if s.present and unreadable:
+        status, why = threshold_status(s)  # the BMC's own verdict still counts when it is worse
+        status = status if status.severity > Status.UNKNOWN.severity else Status.UNKNOWN
+        detail = f"no reading: the BMC sent {unreadable} in place of a number"
+        if why:
+            detail += f"; {why}"
+        result.add(name, status, None, unit or None, detail, metric or None, **labels)
+        return
+    if not s.present or (value is None and s.state is Status.OK and not s.states):
+        # an unpopulated fan header / not-installed sensor: report it, don't alarm
+        detail = "no reading (sensor not present)"
+        result.add(name, Status.OK, None, unit or None, detail, metric or None, **labels)
+        return
+    status, why = threshold_status(s)
+    if s.kind == "fan" and value is not None and value <= 0 and status is Status.OK:
+        status, why = Status.CRITICAL, "fan stopped (0 RPM)"
+    limits = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in finite_limits(s.thresholds).items())
+    detail = why or "within limits"
+    if limits:
+        detail += f" ({limits})"
+    result.add(name, status, value, unit or None, detail, metric or None, **labels)
 
 
 class BmcError(Exception):
