@@ -300,3 +300,13 @@ def test_interrupted_provision_stops_every_process_and_says_where_hosts_stood(tm
     assert not alive, [p.cmdline() for p in alive]
     assert "fast: finished" in stderr and "slow: interrupted during task 'Nap'" in stderr, stderr
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(("command", "code"), [("bench", 2), ("health", 3)])
+def test_empty_fleet_limit_is_a_usage_error_not_every_host(tmp_path, command, code):
+    # before: `--limit ''` (an unset shell variable) was read as no --limit, i.e. every host
+    _, inv = sleepy_project(tmp_path)
+    proc = toolkit(command, "--inventory", str(inv), "--limit", "", timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert "empty host pattern" in proc.stderr and "hint:" in proc.stderr
+    assert "Traceback" not in proc.stderr

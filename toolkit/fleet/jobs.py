@@ -39,7 +39,9 @@ def check_common(args) -> None:
 def targets_of(args) -> list[Target]:
     from toolkit.fleet.targets import select
 
-    return select(args.inventory, args.limit or "all", args.vault_password_file)
+    # an unset shell variable (`--limit "$HOSTS"`) must not become every host: only an absent --limit is
+    # `all`; Inventory.resolve refuses an empty pattern
+    return select(args.inventory, "all" if args.limit is None else args.limit, args.vault_password_file)
 
 
 def refuse(args, names: dict[str, str]) -> None:
@@ -136,7 +138,7 @@ def run_fleet(args, targets: list[Target], job: Job) -> dict:
     )
     recorded = {
         "inventory": str(args.inventory),
-        "limit": args.limit or "all",
+        "limit": "all" if args.limit is None else args.limit,
         "forks": args.forks,
         "host_timeout_seconds": timeout,
     }
