@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BMC_ONLY, REPO, toolkit
+from conftest import BMC_ONLY, REPO, toolkit
 
 RECIPE = REPO / "toolkit" / "data" / "recipes" / "sft-smollm2-cpu.yaml"
 MAX_RSS_MB = 400
@@ -180,3 +180,23 @@ def test_an_empty_workload_list_is_an_error_not_everything(tmp_path, value):
     )  # fmt: skip
     assert_clean_error(proc, 2, "--workloads", "names no load")
     assert not results.exists()
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "kto_lora.activation_checkpointing=maybe",
+        "matmul.repeats=4.5",
+        "matmul.repeats=true",
+        "vectors.noise=nan",
+    ],
+)
+def test_set_on_a_load_setting_is_strict(tmp_path, setting):
+    # before: `maybe` was read as false and `nan` taken as a float; 4.5 and `true` were already refused
+    results = tmp_path / "results"
+    proc = toolkit(
+        "bench", "--scale", "tiny", "--workloads", "matmul", "--results-dir", str(results), "--set", setting
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"--set {setting.split('=')[0]}:" in proc.stderr and "Traceback" not in proc.stderr
+    assert not results.exists()  # refused before any load ran

@@ -232,12 +232,7 @@ def override(scale: Scale, assignments: list[str]) -> Scale:
         if hasattr(current, "__dataclass_fields__"):
             raise UsageError(f"--set {key}: set its fields one by one, e.g. {key}.hidden_size=256")
         try:
-            if isinstance(current, bool):
-                value = raw.lower() in ("1", "true", "yes")
-            elif isinstance(current, tuple):
-                value = tuple(int(v) for v in raw.split(","))
-            else:
-                value = type(current)(raw)
+            value = _parse_value(current, raw)
         except (TypeError, ValueError):
             raise UsageError(f"--set {key}: {raw!r} is not a valid {type(current).__name__}") from None
         new_leaf = replace(leaf, **{field_name: value})
@@ -246,6 +241,21 @@ def override(scale: Scale, assignments: list[str]) -> Scale:
         scale = replace(scale, **{path[0]: new_leaf})
     validate(scale)
     return scale
+
+
+def _parse_value(current, raw: str):
+    """`raw` as the type of `current`, strictly: `maybe` is no bool, 4.5 no int, nan no float."""
+    from toolkit.bench.recipe import as_bool, as_float, as_int
+
+    if isinstance(current, bool):
+        return as_bool(raw)
+    if isinstance(current, tuple):
+        return tuple(as_int(v) for v in raw.split(","))
+    if isinstance(current, int):
+        return as_int(raw)
+    if isinstance(current, float):
+        return as_float(raw)
+    return type(current)(raw)
 
 
 def _declared_type(cls, name: str) -> type:
