@@ -310,3 +310,18 @@ def test_empty_fleet_limit_is_a_usage_error_not_every_host(tmp_path, command, co
     assert proc.returncode == code, proc.stderr
     assert "empty host pattern" in proc.stderr and "hint:" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_report_draws_names_with_dollar_signs_as_text(tmp_path):
+    # before: a host named like TeX math (`$\bogus{$`) reached matplotlib's mathtext and the report died
+    # with ParseFatalException while drawing the throughput chart
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for i, flops in enumerate((1e9, 1.1e9)):
+        doc = bench_doc(f"2026-01-0{i + 1}T00:00:00Z", flops, host="$\\bogus{$")
+        (folder / f"bench-2026010{i + 1}T000000Z-cpu.json").write_text(json.dumps(doc))
+    out = tmp_path / "r.html"
+    proc = toolkit("report", "--results-dir", str(folder), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "2 bench run(s)" in proc.stderr
+    assert "$\\bogus{$" in out.read_text()

@@ -18,6 +18,9 @@ def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
+    # names come from stored results and nodes: `$\x$` in a host or class name is text, never mathtext
+    # (which would fail when the figure is drawn)
+    matplotlib.rcParams["text.parse_math"] = False
     import matplotlib.pyplot as plt
 
     return plt
