@@ -179,6 +179,9 @@ def test_health_history_skips_corrupt_future_and_looping_reports(tmp_path):
     assert "newer than this toolkit reads" in why["health-20990101T000000Z.json"]
     assert why["health-20990102T000000Z.json"].startswith("not valid JSON")
     assert "symbolic links" in why["health-x.json"]
+    table = toolkit("health", "--history", "--save-dir", str(folder), env={"COLUMNS": "300"})
+    assert "Traceback" not in table.stderr, table.stderr
+    assert "skipped" in table.stdout and "health-20990101T000000Z.json: schema_version 99" in table.stdout
 
 
 # -- stored health reports: retention and names ---------------------------------------------------------

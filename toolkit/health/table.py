@@ -92,3 +92,5 @@ def render_history(console, summary: dict) -> None:
             Text(redact(str(row["worst_detail"]))),
         )
     console.print(table)
+    for item in summary.get("skipped") or []:  # corrupt, looping or newer-schema files: said, not dropped
+        console.print(Text(f"skipped {item['file']}: {item['reason']}", style="yellow"))
