@@ -34,6 +34,7 @@ COLLECTION_PREFIX = "toolkit-bench-"
 CONNECT_TIMEOUT_SECONDS = 10  # preflight and telemetry
 DISK_FACTOR = 4  # shard size on disk over the raw float32 vectors, with margin (see check_disk)
 REQUEST_TIMEOUT_SECONDS = 600  # the load's requests: an exact search over 1M x 1536-d takes a while
+PREFLIGHT_SECONDS = 30  # the whole preflight (a server that drips bytes never times out a single read)
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,34 @@ def preflight(url: str | None, api_key_env: str | None, spec: IndexSpec, points:
 
     Embedded: the engine is importable and the temporary folder has room for the shard. Server:
     reachable, the key is accepted (listing collections needs it), and a throwaway collection of the
-    load's shape can be created and deleted.
+    load's shape can be created and deleted, all within PREFLIGHT_SECONDS (docs/PEERS.md): qdrant-client's
+    timeouts are per read, so the checks run in a daemon thread that is left behind at that deadline.
     """
+    import threading
+
+    if url is None:
+        return _server_preflight(url, api_key_env, spec, points)
+    box: dict = {}
+
+    def attempt() -> None:
+        try:
+            box["target"] = _server_preflight(url, api_key_env, spec, points)
+        except BaseException as err:  # raised again in the caller's thread
+            box["error"] = err
+
+    (worker := threading.Thread(target=attempt, daemon=True, name="qdrant-preflight")).start()
+    worker.join(PREFLIGHT_SECONDS)
+    if "error" in box:
+        raise box["error"]
+    if worker.is_alive():
+        raise UsageError(
+            f"Qdrant at {check_url(url)} did not finish answering within {PREFLIGHT_SECONDS} s",
+            hint="check the URL and port (REST, usually 6333) and that the server answers promptly",
+        )
+    return box["target"]
+
+
+def _server_preflight(url, api_key_env, spec: IndexSpec, points: int) -> QdrantTarget | None:
     if url is None:
         if api_key_env:
             raise UsageError(
@@ -329,22 +356,22 @@ class ServerStore:
         }
 
     def gpu_info(self) -> dict:
-        """What the server says about GPU indexing (telemetry, details level 1); never guessed."""
-        import httpx
+        """What the server says about GPU indexing (telemetry, details level 1); never guessed. Read under
+        the peer policy (docs/PEERS.md): one total deadline, capped, the key only to the URL's origin."""
+        from toolkit.peer import Peer
 
         headers = {"api-key": self.target.api_key} if self.target.api_key else {}
+        peer = Peer(self.target.url, CONNECT_TIMEOUT_SECONDS, headers=headers)
         try:
-            resp = httpx.get(
-                f"{self.target.url}/telemetry",
-                params={"details_level": 1},
-                headers=headers,
-                timeout=CONNECT_TIMEOUT_SECONDS,
-            )
-            resp.raise_for_status()
+            resp = peer.request("GET", "/telemetry", params={"details_level": 1})
+            if resp.status_code != 200:
+                raise RuntimeError(f"HTTP {resp.status_code}")
             app = resp.json()["result"]["app"]
         except Exception as exc:
             reason = _scrub(_first_line(exc), self.target.api_key)
             return {"gpu_indexing": f"unknown (telemetry unavailable: {reason})"}
+        finally:
+            peer.close()
         gpu_build = (app.get("features") or {}).get("gpu")
         devices = [d.get("name") for d in ((app.get("system") or {}).get("gpu_devices") or [])]
         if gpu_build is None:

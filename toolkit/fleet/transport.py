@@ -106,9 +106,16 @@ def _unreachable(message: str, out: _Lines | None = None, errs: _Lines | None = 
 
 def _connect(target: Target, connect_timeout: float, strict_host_keys: bool):
     """(an open fabric Connection, None), or (None, the Outcome that says why the node is unreachable)."""
+    import logging
+
     from fabric import Connection
     from paramiko.ssh_exception import AuthenticationException, NoValidConnectionsError, SSHException
 
+    # paramiko's transport thread logs a peer that is not SSH with a traceback; with no handler of ours,
+    # Python's last-resort handler would print it. The reason is in the host's own message instead.
+    paramiko_log = logging.getLogger("paramiko")
+    if not paramiko_log.handlers:
+        paramiko_log.addHandler(logging.NullHandler())
     kwargs = {"banner_timeout": connect_timeout, "auth_timeout": connect_timeout}
     if target.key_file:
         kwargs["key_filename"] = target.key_file
@@ -136,6 +143,8 @@ def _connect(target: Target, connect_timeout: float, strict_host_keys: bool):
         text = str(err) or type(err).__name__
         if "not found in known_hosts" in text:
             text = "host key not in known_hosts (--strict-host-keys)"
+        elif "protocol banner" in text:
+            text = f"the port does not answer as an SSH server ({text}); check ansible_port"
         return None, _unreachable(f"SSH to {target.where} failed: {text}")
     return conn, None
 

@@ -10,6 +10,9 @@ from toolkit.health.bmc.target import parse_target, read_password
 from toolkit.health.collector import Context
 from toolkit.health.model import Check, CollectorResult, Status
 
+DEFAULT_TIMEOUT = 5.0  # --bmc-timeout: the whole BMC read
+HANDOVER_SECONDS = 1.0  # past it, the run stops waiting for the read's thread
+
 
 class BmcCollector:
     """A network read; its settings are checked in its own thread, and a bad one stops the run when the
@@ -17,24 +20,46 @@ class BmcCollector:
 
     name = "bmc"
 
+    def __init__(self) -> None:
+        self.timeout = DEFAULT_TIMEOUT
+
     def prepare(self, ctx: Context) -> bool:
+        self.timeout = _timeout(ctx)
         return True  # whether a BMC is there is known only by trying: /dev/ipmi0 or a configured URL
 
-    def deadline(self) -> None:
-        return None  # each reader keeps the BMC timeout itself
+    def deadline(self) -> float:
+        """Each reader keeps the BMC timeout itself; a read stuck past it (a peer that drips bytes, a slow
+        resolver) is left behind a second later, so the run and its report lock never wait on it."""
+        return self.timeout + HANDOVER_SECONDS
 
     def collect(self, ctx: Context) -> CollectorResult:
         return _read(ctx) or CollectorResult(self.name)
 
     def settle(self, ctx: Context, result: CollectorResult | None, waited: float) -> CollectorResult | None:
+        if result is None and (ctx.opts.bmc_url or (ctx.config.get("bmc") or {}).get("url")):
+            return _overdue(waited)
         return result if result is not None and result.checks else None  # no BMC here: no section at all
+
+
+def _timeout(ctx: Context) -> float:
+    return float(ctx.opts.bmc_timeout or (ctx.config.get("bmc") or {}).get("timeout") or DEFAULT_TIMEOUT)
+
+
+def _overdue(waited: float) -> CollectorResult:
+    """The section when the read thread itself did not come back in time."""
+    detail = f"the BMC did not finish answering within {waited:.1f} s"
+    result = CollectorResult("bmc", up=False, detail=detail, info={"error": "timeout"})
+    result.add(
+        "bmc.connection", Status.UNKNOWN, "timeout", None, detail, "toolkit_bmc_reachable", prom_value=0.0
+    )
+    return result
 
 
 def _read(ctx: Context) -> CollectorResult | None:
     opts = ctx.opts
     cfg = ctx.config.get("bmc") or {}
     url = opts.bmc_url or cfg.get("url")
-    timeout = float(opts.bmc_timeout or cfg.get("timeout") or 5.0)
+    timeout = _timeout(ctx)
     window = float(ctx.config.get("sel_window_hours", 24))
     inband = cfg.get("inband", "auto")
     if not url:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import ssl
-import time
 import warnings
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -23,6 +22,7 @@ from toolkit.health import secrets
 from toolkit.health.bmc.model import THRESHOLD_NAMES, BmcError, BmcReading, SelEntry, Sensor
 from toolkit.health.bmc.target import BmcTarget
 from toolkit.health.model import Status
+from toolkit.peer import Answer, Peer, PeerError
 
 ROOT = "/redfish/v1"
 DEFAULT_SESSIONS = "/redfish/v1/SessionService/Sessions"
@@ -31,6 +31,10 @@ HEALTH = {"OK": Status.OK, "Warning": Status.WARNING, "Critical": Status.CRITICA
 # (Thermal/Power property level, Sensor `Thresholds` level, THRESHOLD_NAMES suffix)
 LEVELS = [("NonCritical", "Caution", "non_critical"), ("Critical", "Critical", "critical")]
 LEVELS += [("Fatal", "Fatal", "non_recoverable")]
+MAX_RESOURCES = 256  # resources one read fetches at most (a real BMC's tree needs a few dozen)
+MAX_MEMBERS = 64  # members read from one collection
+SPARE_SHARE = 0.3  # optional look-ups stop when less than this share of the deadline is left
+LOGOUT_GRACE = 0.5  # seconds past the deadline a logout may take (BMCs have few session slots)
 POWER_STATES = {"On": "on", "PoweringOff": "on", "Off": "off", "PoweringOn": "off"}
 INSECURE_HINT = (
     "use --bmc-insecure to accept a self-signed BMC certificate, "
@@ -51,41 +55,48 @@ def read_redfish(target: BmcTarget) -> BmcReading:
 
 
 class _Client:
-    """One HTTP session to the BMC. All requests share one deadline of 3 × target.timeout, so a BMC
-    that answers every request slowly still cannot stretch the whole read."""
+    """One HTTP session to the BMC under the peer policy (toolkit/peer.py, docs/PEERS.md): all requests
+    share one deadline of target.timeout (`--bmc-timeout`), redirects leave neither the password nor the
+    session token at another origin, answers are capped, and the link walk fetches each resource once and
+    at most MAX_RESOURCES of them, so neither cycles nor huge trees stretch the read."""
 
     def __init__(self, target: BmcTarget):
         self.target = target
         host = f"[{target.host}]" if ":" in target.host else target.host
-        self.base = f"https://{host}:{target.port}"
-        self.http = requests.Session()
-        self.http.trust_env = False  # REQUESTS_CA_BUNDLE and proxies from the environment must not apply
-        self.http.headers.update({"Accept": "application/json", "OData-Version": "4.0"})
-        self.verify: bool | str = False
+        verify: bool | str = False
         if not target.insecure_tls:
-            self.verify = os.environ.get("TOOLKIT_BMC_CA_BUNDLE") or True
-        self.budget = 3 * target.timeout
-        self.deadline = time.monotonic() + self.budget
+            verify = os.environ.get("TOOLKIT_BMC_CA_BUNDLE") or True
+        self.verify = verify
+        self.peer = Peer(
+            f"https://{host}:{target.port}",
+            target.timeout,
+            name=target.display,
+            verify=verify,
+            headers={"Accept": "application/json", "OData-Version": "4.0"},
+        )
+        self.http = self.peer.http
+        self.budget = target.timeout
         self.auth = "none"
+        self.basic: tuple[str, str] | None = None
         self.session_path: str | None = None
-        self.partial = False  # optional look-ups skipped to stay within the deadline
+        self.partial = False  # optional look-ups skipped to stay within the deadline or MAX_RESOURCES
+        self.fetched: dict[str, dict] = {}  # path -> document: each resource is read once (cycles)
 
     def spare(self) -> bool:
         """Whether an optional request still fits, leaving time for power state and SEL."""
-        self.partial |= self.deadline - time.monotonic() <= self.target.timeout
+        self.partial |= self.peer.left() <= SPARE_SHARE * self.budget
         return not self.partial
 
-    def request(self, method: str, path: str, final: bool = False, **kwargs) -> requests.Response:
-        limit = min(self.target.timeout, self.deadline - time.monotonic())
-        if final:  # logging out is worth a moment past the deadline: BMCs have few session slots
-            limit = min(self.target.timeout, max(limit, 1.0))
+    def request(self, method: str, path: str, final: bool = False, **kwargs) -> Answer:
         who = self.target.display
-        if limit <= 0:
-            raise BmcError(f"{who} did not finish answering within {self.budget:g} s", kind="timeout")
-        try:
-            return self.http.request(
-                method, self.base + path, timeout=(limit, limit), verify=self.verify, **kwargs
-            )
+        if self.basic:
+            kwargs["auth"] = self.basic
+        try:  # logging out is worth a moment past the deadline: BMCs have few session slots
+            return self.peer.request(method, path, grace=LOGOUT_GRACE if final else 0.0, **kwargs)
+        except PeerError as err:
+            raise BmcError(
+                secrets.redact(str(err)), kind="timeout" if err.kind == "timeout" else "protocol"
+            ) from None
         except requests.exceptions.SSLError as err:
             cause = list(_chain(err))[-1]
             if isinstance(cause, ssl.SSLCertVerificationError):
@@ -95,14 +106,14 @@ class _Client:
                 text = f"TLS handshake with {who} failed ({why}); is this the BMC's HTTPS port?"
             raise BmcError(secrets.redact(text), kind="tls") from None
         except requests.exceptions.Timeout:
-            raise BmcError(f"{who} did not answer within {limit:g} s", kind="timeout") from None
+            raise BmcError(f"{who} did not answer within {self.budget:g} s", kind="timeout") from None
         except requests.exceptions.ConnectionError as err:
             why = secrets.redact(str(list(_chain(err))[-1]).rsplit(": ", 1)[-1])
             raise BmcError(f"cannot connect to {who}: {why}", kind="unreachable") from None
         except requests.exceptions.RequestException as err:
             raise BmcError(f"request to {who} failed: {type(err).__name__}") from None
 
-    def check(self, response: requests.Response, path: str) -> None:
+    def check(self, response: Answer, path: str) -> None:
         code = response.status_code
         if code in (401, 403):
             raise BmcError(f"authentication failed for {self.target.display} (HTTP {code})", kind="auth")
@@ -113,6 +124,11 @@ class _Client:
         """A resource, or None when the BMC does not have it."""
         if not path:
             return None
+        if path in self.fetched:
+            return self.fetched[path]
+        if len(self.fetched) >= MAX_RESOURCES:
+            self.partial = True
+            return None
         response = self.request("GET", path)
         if response.status_code in MISSING:
             return None
@@ -120,6 +136,7 @@ class _Client:
         doc = _json(response)
         if doc is None:
             raise BmcError(f"{self.target.display} did not answer JSON for {path}")
+        self.fetched[path] = doc
         return doc
 
     def get_link(self, doc: dict, key: str) -> dict | None:
@@ -127,7 +144,11 @@ class _Client:
 
     def members(self, path: str | None) -> list[dict]:
         collection = self.get(path) or {}
-        return [doc for m in collection.get("Members", []) if (doc := self.get(_link(m)))]
+        links = [link for m in collection.get("Members") or [] if isinstance(m, dict) and (link := _link(m))]
+        unique = [link for link in dict.fromkeys(links) if link != path]  # a collection listing itself
+        if len(unique) > MAX_MEMBERS:
+            self.partial, unique = True, unique[:MAX_MEMBERS]
+        return [doc for link in unique if (doc := self.get(link))]
 
     def service_root(self) -> dict:
         if self.target.auth == "basic":
@@ -158,14 +179,14 @@ class _Client:
         token = response.headers.get("X-Auth-Token")
         if not token:
             raise BmcError(f"{self.target.display} opened a session without an X-Auth-Token")
-        self.http.headers["X-Auth-Token"] = token
+        self.http.headers["X-Auth-Token"] = token  # the peer sends it to the BMC's own origin only
         self.auth = "session"
         location = response.headers.get("Location") or (_json(response) or {}).get("@odata.id")
         self.session_path = _path(location) if isinstance(location, str) else None
         return None
 
     def use_basic(self) -> None:
-        self.http.auth = (self.target.username, self.target.password)
+        self.basic = (self.target.username, self.target.password)
         self.auth = "basic"
 
     def close(self) -> None:
@@ -175,7 +196,7 @@ class _Client:
         except BmcError:
             pass  # the BMC expires the session itself; the reading is what matters
         finally:
-            self.http.close()
+            self.peer.close()
 
 
 def _read(client: _Client) -> BmcReading:
@@ -308,7 +329,7 @@ def _psu(doc: dict, watts) -> Sensor:
 def _sensor(doc: dict, kind: str, value, *more: dict, name: str | None = None, thresholds=None) -> Sensor:
     """A sensor named after and limited by `doc`, judged by the worst Status.Health of `doc` and `more`
     (the BMC's own verdict); any Status.State "Absent" means not present."""
-    sensor = Sensor(name or _name(doc), kind, _number(value))
+    sensor = Sensor(name or _name(doc), kind, value)  # the model turns NaN or text into "no reading"
     sensor.thresholds = _thresholds(doc) if thresholds is None else thresholds
     for resource in (doc, *more):
         status = resource.get("Status") or {}
@@ -374,7 +395,7 @@ def _number(value) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _json(response: requests.Response) -> dict | None:
+def _json(response: Answer) -> dict | None:
     try:
         doc = response.json()
     except ValueError:

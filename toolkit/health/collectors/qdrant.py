@@ -43,30 +43,33 @@ class _Failed(Exception):
 
 
 class _Client:
-    """One HTTP session; every request gets what is left of the shared deadline as its timeout."""
+    """One HTTP session under the peer policy (toolkit/peer.py, docs/PEERS.md): one total deadline for the
+    whole read, capped answers, and the API key sent only to the origin of the URL the user named."""
 
     def __init__(self, s: QdrantSettings):
-        import requests
+        from toolkit.peer import Peer
 
         self.s = s
-        self.http = requests.Session()
-        self.http.trust_env = False  # REQUESTS_CA_BUNDLE and proxies from the environment must not apply
-        self.http.headers["Accept"] = "application/json"
+        headers = {"Accept": "application/json"}
         if s.api_key:
-            self.http.headers["api-key"] = s.api_key
-        self.deadline = time.monotonic() + s.timeout
+            headers["api-key"] = s.api_key
+        self.peer = Peer(s.url, s.timeout, name=s.display, verify=s.verify, headers=headers)
+        self.http = self.peer.http
+        self.deadline = self.peer.deadline
 
     def left(self) -> float:
-        return self.deadline - time.monotonic()
+        return self.peer.left()
 
     def get(self, path: str):
         import requests
 
-        limit = self.left()
-        if limit <= 0:
-            raise _Failed("timeout", f"{self.s.display} did not finish answering within {self.s.timeout:g} s")
+        from toolkit.peer import PeerError
+
         try:
-            return self.http.get(self.s.url + path, timeout=(limit, limit), verify=self.s.verify)
+            return self.peer.request("GET", path)
+        except PeerError as err:
+            kind = "timeout" if err.kind == "timeout" else "down" if err.kind == "redirect" else "protocol"
+            raise _Failed(kind, str(err)) from None
         except requests.exceptions.SSLError as err:
             cause = _root(err)
             if isinstance(cause, ssl.SSLCertVerificationError):
@@ -133,7 +136,7 @@ def collect(s: QdrantSettings) -> CollectorResult:
             result.up = False
             _unreadable(result, s, err)
         finally:
-            client.http.close()
+            client.peer.close()
     if s.storage_path:
         _storage(result, s.storage_path, client.deadline)
     return result
