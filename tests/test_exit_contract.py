@@ -67,6 +67,20 @@ def test_an_unexpected_exception_ends_in_the_family_code_with_a_traceback_only_w
     assert "Traceback (most recent call last)" in capsys.readouterr().err
 
 
+def test_an_unexpected_exception_quoting_a_known_secret_is_redacted(capsys):
+    from toolkit.health import secrets
+
+    secrets.register("hunter2-in-a-url")
+
+    def leaky(args):
+        raise RuntimeError("https://admin:hunter2-in-a-url@bmc/redfish/v1 refused")
+
+    assert cli.run_command(leaky, argparse.Namespace(command="health", json=True)) == 3
+    out, err = capsys.readouterr()
+    assert "hunter2-in-a-url" not in out + err and "admin:***@bmc" in err
+    assert "***" in json.loads(out)["error"]["message"]
+
+
 def test_an_interrupted_run_says_so_in_its_json(capsys):
     def interrupted(args):
         raise KeyboardInterrupt

@@ -168,8 +168,17 @@ def run_command(run, args: argparse.Namespace, debug: bool = False) -> int:
             sys.stdout = watched._stream
 
 
+def _redacted(ending: Ending) -> Ending:
+    """A library's exception text may quote a secret this run knows (a BMC password, an API key)."""
+    import dataclasses
+
+    from toolkit.health.secrets import redact
+
+    return dataclasses.replace(ending, message=redact(ending.message), hint=redact(ending.hint))
+
+
 def _ended(exc: BaseException, family, debug: bool, watched: _Watched | None) -> int:
-    ending = ending_of(exc, family)
+    ending = _redacted(ending_of(exc, family))
     try:
         if debug:
             traceback.print_exception(exc)
