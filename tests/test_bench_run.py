@@ -175,18 +175,30 @@ def test_mismatch_between_two_gpus_is_recorded_when_allowed():
 
 
 def test_default_cpu_run_passes_its_own_floors(tmp_path):
-    """The README's first command at its default (small) scale: the calibrated CPU floors hold."""
+    """The README's first command at its default (small) scale: on an idle machine the calibrated CPU floors
+    hold (pass); on a busy one a check that falls short is inconclusive with the evidence, never a fail
+    (issue 18): whatever else runs on the machine, no check fails."""
     proc = toolkit("bench", "--json", "-", "--results-dir", str(tmp_path))
     doc = json.loads(proc.stdout)
     assert doc["configuration"]["scale"] == "small"
-    failing = {
-        f"{r['workload']}.{k}": e.get("ratio")
+    busy = doc["contention"]["busy"] or any(r["contention"]["busy"] for r in doc["results"])
+    judged = {
+        f"{r['workload']}.{k}": (e["status"], e.get("ratio"), r["contention"]["evidence"])
         for r in doc["results"]
         for k, e in r["expected"].items()
-        if e["status"] not in ("pass", "warn")
     }
+    allowed = ("pass", "warn", "inconclusive") if busy else ("pass", "warn")
+    failing = {k: v for k, v in judged.items() if v[0] not in allowed}
     assert not failing, failing
-    assert proc.returncode == 0, proc.stderr
+    assert all(r["status"] != "fail" for r in doc["results"]), doc["results"]
+    for r in doc["results"]:
+        for e in r["expected"].values():
+            if e["status"] == "inconclusive":  # only on a busy load, with the evidence
+                assert r["contention"]["busy"] and "core(s)" in e["evidence"]
+    if busy:
+        assert proc.returncode in (0, 4) and doc["verdict"] in ("pass", "warn", "incomplete"), proc.stderr
+    else:
+        assert proc.returncode == 0 and doc["verdict"] in ("pass", "warn"), proc.stderr
 
 
 def test_ctrl_c_keeps_the_finished_loads(tmp_path):

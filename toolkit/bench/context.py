@@ -42,6 +42,20 @@ class RunContext:
     recipes: dict = field(default_factory=dict)  # name -> Recipe of the `train:NAME` loads
     model_path: str | None = None  # --model: real weights instead of synthetic ones
     qdrant: object | None = None  # vector_store.QdrantTarget of --qdrant-url (preflighted); None: in-process
+    # the process tree that is this run, for the competing-load observation (a rank: its launcher's)
+    exclude_root: int | None = None
+    observer: object | None = None  # contention.Observer of the running load
+
+    def observe_load(self) -> None:
+        """Start observing the competing load for the load that starts now (toolkit.bench.contention)."""
+        from toolkit.bench.contention import Observer
+
+        self.observer = Observer(self.device, self.exclude_root).start()
+
+    def end_observation(self) -> dict | None:
+        """The competing load observed since `observe_load`, or None when none was started."""
+        observer, self.observer = self.observer, None
+        return observer.stop() if observer is not None else None
 
     @property
     def measured_peaks(self) -> bool:

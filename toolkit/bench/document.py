@@ -163,13 +163,20 @@ class RunDocument:
     def set_comparison(self, comparison: dict) -> None:
         self._data["comparison"] = comparison
 
-    def finish(self, *, interrupted: bool = False, failed: bool = False) -> str:
+    def set_contention(self, contention: dict) -> None:
+        """The competing load observed before the first load (toolkit.bench.contention)."""
+        self._data["contention"] = contention
+
+    def finish(self, *, interrupted: bool = False, failed: bool = False, requested=()) -> str:
         """Close the run: its verdict from the loads' statuses, whether it is complete, when it ended,
         and the planned loads that did not run. `failed`: a `--gpus N` run whose ranks did not all
-        finish, which is never a passing run. Saves (see `save_error`) and returns the verdict."""
+        finish, which is never a passing run. `requested`: the names of the loads the user named, whose
+        skip makes the run incomplete (glossary.verdict_of). Saves (see `save_error`) and returns the
+        verdict."""
         data = self._data
         data.pop("in_progress", None)
-        verdict = verdict_of((r["status"] for r in data["results"]), interrupted)
+        named = [r["status"] for r in data["results"] if r["workload"] in requested]
+        verdict = verdict_of((r["status"] for r in data["results"]), interrupted, named)
         if failed and verdict not in (Verdict.FAIL, Verdict.ERROR, Verdict.INTERRUPTED):
             verdict = Verdict.ERROR
         data["verdict"] = str(verdict)

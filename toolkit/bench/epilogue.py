@@ -1,5 +1,6 @@
 """How a load is closed, whatever it reached: the loads of `runner.run_loads` and the burn-in share this
-one epilogue so their records cannot drift apart (duration, peak memory, status, freed memory).
+one epilogue so their records cannot drift apart (duration, peak memory, the competing load observed
+during the load and the judging it informs, status, freed memory).
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def close_load(
         rec.notes.append(memory.note)
     except Exception as exc:  # memory stats are best effort after a crash
         rec.notes.append(f"peak memory unavailable: {exc}")
+    try:
+        contention = ctx.end_observation()
+    except Exception as exc:  # an observation that fails must not lose the load
+        contention = None
+        rec.notes.append(f"competing load not observed: {type(exc).__name__}: {exc}")
+    rec.judge(contention)  # a shortfall on a busy machine is inconclusive; a wide spread unstable
     rec.settle()
     gc.collect()
     if not free_cache or ctx.device == "cpu":

@@ -2,6 +2,16 @@
 
 A load fills its record as it goes, so a load that runs out of memory, crashes or
 is interrupted still reports what it reached.
+
+Judging a check (`judge`, after the load, with the competing load observed during it):
+
+- a shortfall (below the floor: `warn` or `fail`) while the machine was busy
+  (`toolkit.bench.contention`) is **inconclusive**, with the evidence: it says nothing about the node;
+- on a machine that was not busy, a figure whose samples spread wider than `CV_LIMIT` (coefficient of
+  variation, stdev / mean) *and* straddle the floor (some samples above it, some below) is
+  **unstable**: the samples disagree on the verdict, so there is none. A wide spread entirely above (or
+  below) the floor still judges; on a busy machine a median that reached the floor passes (the spread
+  is the competing load's). Every spread above the limit is said in a note.
 """
 
 from __future__ import annotations
@@ -10,6 +20,11 @@ from dataclasses import dataclass, field
 
 from toolkit.glossary import STATUS_ORDER as STATUS_ORDER  # re-exported for importers of record
 from toolkit.glossary import LoadStatus, worst_status
+
+# a figure whose samples' coefficient of variation is above this (and whose samples straddle the floor)
+# is unstable: pyperf calls a benchmark unstable from 10 % up
+CV_LIMIT = 0.10
+SHORTFALL = (LoadStatus.WARN, LoadStatus.FAIL)
 
 
 @dataclass
@@ -24,6 +39,8 @@ class WorkloadRecord:
     notes: list[str] = field(default_factory=list)
     error: dict | None = None
     duration_seconds: float | None = None
+    spread: dict = field(default_factory=dict)  # metric -> {n, median, min, max, cv} of its samples
+    contention: dict | None = None  # the competing load observed during the load
 
     def check(
         self,
@@ -60,6 +77,40 @@ class WorkloadRecord:
                     )
         self.expected[metric] = entry
 
+    def judge(self, contention: dict | None) -> None:
+        """Re-judge the checks with the competing load observed during the load and the samples' spread
+        (module docstring); each re-judged check carries its `evidence`, and the load a note."""
+        self.contention = contention
+        busy = bool(contention and contention.get("busy"))
+        for metric, entry in self.expected.items():
+            if not entry.get("min") or entry["status"] not in (*SHORTFALL, LoadStatus.PASS):
+                continue  # no expectation, or an error: nothing to re-judge
+            if busy and entry["status"] in SHORTFALL:
+                entry["status"] = LoadStatus.INCONCLUSIVE
+                entry["evidence"] = f"fell short while the machine was busy: {contention['evidence']}"
+                self.notes.append(f"{metric} inconclusive: {entry['evidence']}")
+                continue
+            sp = self.spread.get(metric)
+            # on a busy machine the spread is the competing load's (said in a note below): a median that
+            # reached the floor despite it passes
+            if sp and not busy and sp["cv"] > CV_LIMIT and sp["min"] < entry["min"] <= sp["max"]:
+                entry["status"] = LoadStatus.UNSTABLE
+                entry["evidence"] = (
+                    f"samples spread {sp['cv']:.0%} (CV, limit {CV_LIMIT:.0%}) from {sp['min']:.4g} to "
+                    f"{sp['max']:.4g}, across the floor {entry['min']:.4g}"
+                )
+                self.notes.append(f"{metric} unstable: {entry['evidence']}")
+        for metric, sp in self.spread.items():  # a wide spread the checks above did not judge: said
+            if sp["cv"] > CV_LIMIT and self.expected.get(metric, {}).get("status") not in (
+                LoadStatus.INCONCLUSIVE,
+                LoadStatus.UNSTABLE,
+            ):
+                why = " while the machine was busy" if busy else ""
+                self.notes.append(
+                    f"{metric}: samples spread {sp['cv']:.0%} (CV, limit {CV_LIMIT:.0%}){why}, from "
+                    f"{sp['min']:.4g} to {sp['max']:.4g} over {sp['n']} samples"
+                )
+
     def settle(self) -> str:
         """The load's status: the worst of its checks unless an error already decided it."""
         if self.status in (LoadStatus.ERROR, LoadStatus.FAIL, LoadStatus.SKIPPED):
@@ -86,6 +137,10 @@ class WorkloadRecord:
             "notes": self.notes,
             "duration_seconds": self.duration_seconds,
         }
+        if self.spread:
+            doc["spread"] = self.spread
+        if self.contention is not None:
+            doc["contention"] = self.contention
         if self.error:
             doc["error"] = self.error
         return doc

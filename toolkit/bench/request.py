@@ -41,6 +41,8 @@ class BenchRequest:
     gpus: int | None = _opt("--gpus", NODE)  # the launcher's own: its ranks run one process each
     seed: int = _opt("--seed", RANK, NODE, default=0)
     overrides: tuple[str, ...] = _opt("--set", RANK, NODE, default=())
+    # an acceptance run: refuse to start on a busy machine (the launcher of a --gpus N run checks once)
+    strict: bool = _opt("--strict", NODE, default=False)
     # where the result goes: the launcher and the fleet controller name it for their processes
     json: str | None = _opt("--json")
     results_dir: str | None = _opt("--results-dir", RANK)

@@ -1,12 +1,14 @@
-"""A session runs one prepared request: it starts the run document, runs the loads (or the burn-in)
-with progress on stderr, keeps every finished load on disk, and ends with the table, the comparison
-and the exit code. A rank of a `--gpus N` run runs the same session; its `Rank` hands the records to
-rank 0, which alone writes the document.
+"""A session runs one prepared request: it observes the competing load (refusing a busy machine under
+`--strict`), starts the run document, runs the loads (or the burn-in) with progress on stderr, keeps
+every finished load on disk, and ends with the table, the comparison and the exit code. A rank of a
+`--gpus N` run runs the same session; its `Rank` hands the records to rank 0, which alone writes the
+document.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import time
@@ -23,7 +25,11 @@ def run(request: BenchRequest, setup: RunSetup, rank=None) -> int:
     from toolkit.console import err
 
     ctx = _context(request, setup)
+    if rank is not None:  # the other ranks are this run, not competing load
+        ctx.exclude_root = os.getppid()
+    before = observe_before(request, setup.device, ctx.exclude_root, strict=rank is None)
     doc = _start_document(request, setup, ctx, rank)
+    doc.set_contention(before)
     progress = _Progress(doc, rank, setup.settings.warn_ratio)
     err.print(
         f"toolkit bench: profile {setup.gpu_class}, device {setup.device} ({setup.found.summary}), "
@@ -46,6 +52,25 @@ def run(request: BenchRequest, setup: RunSetup, rank=None) -> int:
     if rank is not None:  # a rank that failed or was interrupted has left in rank.collect
         return rank.finish(doc)
     return _finish(request, doc, interrupted, setup.baseline)
+
+
+def observe_before(request: BenchRequest, device: str, exclude_root: int | None, strict: bool = True) -> dict:
+    """The competing load before the first load (toolkit.bench.contention): recorded in the result,
+    said on stderr when the machine is busy, and with `--strict` a busy machine is refused (exit 2,
+    nothing run or written)."""
+    from toolkit.bench import contention
+    from toolkit.console import err
+
+    before = contention.observe(contention.PRE_RUN_SECONDS, device, exclude_root)
+    if request.strict and strict:
+        contention.refuse_if_busy(before)
+    if before["busy"]:
+        err.print(
+            f"toolkit bench: the machine is busy ({before['evidence']}): a load that falls short is "
+            "reported as inconclusive, not as a fail; --strict refuses to run on a busy machine",
+            highlight=False,
+        )
+    return before
 
 
 def _context(request: BenchRequest, setup: RunSetup):
@@ -138,6 +163,7 @@ class _Progress:
     def on_start(self, ctx, name: str) -> None:
         self.task = self.bar.add_task(name, total=None)
         self.saved_at = time.monotonic()
+        ctx.observe_load()  # the competing load during this load; close_load reads it
 
         def on_progress(done: int, total: int) -> None:
             self.bar.update(self.task, completed=done, total=total)
@@ -202,9 +228,10 @@ def _signals(rank, guard):
 
 def _finish(request: BenchRequest, doc: RunDocument, interrupted: bool, baseline) -> int:
     from toolkit.bench import report
+    from toolkit.bench.runner import requested_loads
     from toolkit.console import err, out
 
-    doc.finish(interrupted=interrupted)
+    doc.finish(interrupted=interrupted, requested=requested_loads(request.workloads, doc.planned))
     comparison = _comparison(request, doc, baseline)
     if comparison:
         doc.set_comparison(comparison)

@@ -125,6 +125,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --compare: exit 1 when a figure regressed beyond the threshold",
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="an acceptance run: refuse to start (exit 2) when other processes use the machine (at least "
+        "a quarter of a core per core, or 5%% steal, or another process on the GPU); without it such a run "
+        "goes on and a load that falls short is inconclusive",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for weights and data (default 0)")
     from toolkit.fleet.options import add_arguments as add_fleet_arguments
 
@@ -188,6 +195,9 @@ def run(args: argparse.Namespace) -> int:
     prepared = bench_setup.start_torch(request, prepared)
     if request.gpus is not None:  # the launcher: torchrun starts the ranks, rank 0 saves, this prints
         from toolkit.bench.distributed import launch
+
+        if request.strict:  # checked once, here: the ranks record what they observe
+            session.observe_before(request, prepared.device, None)
 
         return launch(
             request,

@@ -12,6 +12,11 @@ prompt). Prefill tokens/s = batch x prompt tokens / TTFT. Decode tokens/s =
 batch x (new tokens - 1) / (end - first token). Counted tokens: prompt tokens
 for prefill, generated tokens for decode.
 
+Measured in calibrated samples, as every figure (`toolkit.bench.timing`): after the warm-up, one call
+says how many calls make a sample of at least 50 ms; each of `repeats` (at least 5) samples gives the
+mean TTFT and decode time over its calls; the figures are the median sample's, their spread is kept
+under `spread`.
+
 Expectations: prefill is compute-bound (floor x peak / forward FLOPs per token);
 decode is bound per step by max(weight + KV-cache bytes / bandwidth,
 batch x FLOPs per token / peak), and must reach floor x batch / that time.
@@ -22,7 +27,7 @@ from __future__ import annotations
 import time
 
 from toolkit.bench import flops
-from toolkit.bench.timing import percentile
+from toolkit.bench.timing import MIN_SAMPLES, loops_for, percentile, spread
 
 PREFILL_FORMULA = "forward per prompt token: 2N + 4*L*d_attn*T (T = prompt tokens)"
 DECODE_FORMULA = (
@@ -82,48 +87,79 @@ def run(ctx, rec) -> None:
         "matmul_params": flops.matmul_params(shape),
     }
     gen = torch.Generator().manual_seed(ctx.seed)
-    total = len(s.batch_sizes) * (s.warmup + s.repeats)
-    done = 0
+    samples = max(s.repeats, MIN_SAMPLES)
+    rec.config["samples"] = samples
+    progress = _Counter(ctx, len(s.batch_sizes) * (s.warmup + 1 + samples))
     for b in s.batch_sizes:
         ids = torch.randint(
             len(tokenizer.all_special_ids), len(tokenizer), (b, s.prompt_tokens), generator=gen
         )
         ids, mask = ids.to(ctx.device), torch.ones_like(ids, device=ctx.device)
+
+        def call(ids=ids, mask=mask, model=model) -> tuple[float, float]:
+            return _generate(ctx, model, tokenizer, ids, mask)
+
+        for _ in range(s.warmup):
+            rec.warmup.setdefault(f"ttft_seconds_batch{b}", []).append(call()[0])
+            progress.step()
+        loops = loops_for(sum(call()))  # the calibration call: how many calls make one sample
+        progress.step()
+        rec.config.setdefault("calls_per_sample", {})[f"batch{b}"] = loops
         ttfts, decodes = [], []
-        for i in range(s.warmup + s.repeats):
-            streamer = _FirstToken()
-            ctx.sync()
-            t0 = time.perf_counter()
-            with torch.inference_mode():
-                model.generate(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    max_new_tokens=s.new_tokens,
-                    min_new_tokens=s.new_tokens,
-                    do_sample=False,
-                    streamer=streamer,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-            ctx.sync()
-            t_end = time.perf_counter()
-            done += 1
-            ctx.progress(done, total)
-            if i < s.warmup:
-                rec.warmup.setdefault(f"ttft_seconds_batch{b}", []).append(streamer.first_token_at - t0)
-                continue
-            ttfts.append(streamer.first_token_at - t0)
-            decodes.append(t_end - streamer.first_token_at)
-        ttft, decode = percentile(ttfts, 0.5), percentile(decodes, 0.5)
-        rec.metrics.update(
-            {
-                f"ttft_seconds_p50_batch{b}": ttft,
-                f"ttft_seconds_p90_batch{b}": percentile(ttfts, 0.9),
-                f"prefill_tokens_per_second_batch{b}": b * s.prompt_tokens / ttft,
-                f"decode_tokens_per_second_batch{b}": b * (s.new_tokens - 1) / decode,
-            }
-        )
+        for _ in range(samples):  # each sample: the mean TTFT and decode time over its calls
+            measured = [call() for _ in range(loops)]
+            ttfts.append(sum(t for t, _ in measured) / loops)
+            decodes.append(sum(d for _, d in measured) / loops)
+            progress.step()
+        _record_batch(rec, b, s, ttfts, decodes)
         _check_batch(ctx, rec, b, prefill_fpt, decode_fpt, dtype_bytes, t_ctx)
-    del model
+
+
+class _Counter:
+    def __init__(self, ctx, total: int):
+        self.ctx, self.total, self.done = ctx, total, 0
+
+    def step(self) -> None:
+        self.done += 1
+        self.ctx.progress(self.done, self.total)
+
+
+def _generate(ctx, model, tokenizer, ids, mask) -> tuple[float, float]:
+    """One greedy generation: (seconds to the first token, seconds from it to the end)."""
+    import torch
+
+    s = ctx.scale.inference
+    streamer = _FirstToken()
+    ctx.sync()
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=s.new_tokens,
+            min_new_tokens=s.new_tokens,
+            do_sample=False,
+            streamer=streamer,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ctx.sync()
+    t_end = time.perf_counter()
+    return streamer.first_token_at - t0, t_end - streamer.first_token_at
+
+
+def _record_batch(rec, b: int, s, ttfts: list[float], decodes: list[float]) -> None:
+    prefill = f"prefill_tokens_per_second_batch{b}"
+    decode = f"decode_tokens_per_second_batch{b}"
+    rec.spread[prefill] = spread([b * s.prompt_tokens / t for t in ttfts])
+    rec.spread[decode] = spread([b * (s.new_tokens - 1) / d for d in decodes])
+    rec.metrics.update(
+        {
+            f"ttft_seconds_p50_batch{b}": percentile(ttfts, 0.5),
+            f"ttft_seconds_p90_batch{b}": percentile(ttfts, 0.9),
+            prefill: b * s.prompt_tokens / percentile(ttfts, 0.5),
+            decode: b * (s.new_tokens - 1) / percentile(decodes, 0.5),
+        }
+    )
 
 
 def _check_batch(ctx, rec, b, prefill_fpt, decode_fpt, dtype_bytes, t_ctx) -> None:

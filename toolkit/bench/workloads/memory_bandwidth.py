@@ -4,12 +4,13 @@
 
 Copies one buffer into another on the device. Counted bytes: read + written
 (2 x buffer size) per copy. GPU: against the class's datasheet bandwidth. CPU:
-the median repeat becomes the cpu profile's bandwidth peak.
+the median sample becomes the cpu profile's bandwidth peak. Timed in calibrated
+samples (`toolkit.bench.timing.sample_times`), their spread kept under `spread`.
 """
 
 from __future__ import annotations
 
-from toolkit.bench.timing import percentile, time_repeats
+from toolkit.bench.timing import percentile, sample_times, spread
 from toolkit.units import si
 
 
@@ -26,10 +27,12 @@ def run(ctx, rec) -> None:
     }
     src = torch.ones(elements, device=ctx.device, dtype=torch.float32)
     dst = torch.empty_like(src)
-    times = time_repeats(ctx, lambda: dst.copy_(src), s.warmup, s.repeats)
+    times, loops = sample_times(ctx, lambda: dst.copy_(src), s.warmup, s.repeats)
+    rec.config.update(samples=len(times), calls_per_sample=loops)
     moved = 2 * elements * 4
+    rec.spread["bandwidth_bytes_per_second"] = spread([moved / t for t in times])
     rec.metrics.update(
-        bandwidth_bytes_per_second=moved / percentile(times, 0.5),
+        bandwidth_bytes_per_second=rec.spread["bandwidth_bytes_per_second"]["median"],
         bandwidth_bytes_per_second_best=moved / min(times),
         copy_time_seconds_p50=percentile(times, 0.5),
     )
@@ -37,7 +40,8 @@ def run(ctx, rec) -> None:
     if ctx.measured_peaks:
         ctx.peaks.bandwidth = rec.metrics["bandwidth_bytes_per_second"]
         ctx.peaks.bandwidth_basis = (
-            f"{ctx.peaks.bandwidth / 1e9:.1f} GB/s (copy measured in this run, median of {s.repeats})"
+            f"{ctx.peaks.bandwidth / 1e9:.1f} GB/s (copy measured in this run, "
+            f"median of {len(times)} samples)"
         )
         rec.notes.append(
             "cpu profile: this measurement is the bandwidth peak the other loads are measured against"
