@@ -221,5 +221,7 @@ def test_a_skipped_loads_reason_is_its_cell_in_the_table():
     console = Console(record=True, width=200)
     report.render(doc, console)
     table = console.export_text()
-    assert "needs CUDA (bitsandbytes): 4-bit recipes run on a GPU" in table
-    assert "scaled down for this run" not in table.split("\n  ")[0]  # not in the table itself
+    # (issue 18) the cell references the reason, note [1] below the table, not the first note
+    assert "see [1]" in table
+    assert " [1] train:qlora-zephyr-7b: needs CUDA (bitsandbytes): 4-bit recipes run on a GPU" in table
+    assert "scaled down for this run" not in table.split(" [1] ")[0]  # not in the table itself

@@ -13,6 +13,8 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 # `toolkit health` follows the Nagios plugin convention: 3 is UNKNOWN, also for a run that cannot start.
 EXIT_UNKNOWN = 3
+# `toolkit bench`: verdict `incomplete`, a load the user named (or any load that ran) was not judged
+EXIT_INCOMPLETE = 4
 
 # Stable error references (docs/REFERENCE.md, "Error references"); never renamed, only added to.
 REF_USAGE = "usage"  # bad arguments or options, an unknown name, input that cannot be used

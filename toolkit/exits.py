@@ -5,8 +5,9 @@ family, with a stable reference (`toolkit/errors.py`) and one message.
 Two families:
 
 - **standard** (bench, provision, gpus, report, and their fleet runs): 0 ok, 1 a check failed, 2 usage,
-  settings, file or internal error, 3 a host failed or was unreachable (fleet runs, provision), 130
-  interrupted.
+  settings, file or internal error, 3 a host failed or was unreachable (fleet runs, provision), 4 (bench
+  only) the verdict is `incomplete`: a load the user named was skipped, or a load that ran could not be
+  judged (inconclusive, unstable), 130 interrupted.
 - **nagios** (`toolkit health`): 0 OK, 1 WARNING, 2 CRITICAL come only from the checks; every usage,
   settings, file or internal error is 3 UNKNOWN; an interrupted run is 130.
 

@@ -11,7 +11,7 @@ import enum
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from toolkit.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from toolkit.errors import EXIT_CHECK_FAILED, EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_OK
 
 
 class LoadStatus(enum.StrEnum):
@@ -22,6 +22,10 @@ class LoadStatus(enum.StrEnum):
     WARN = "warn"
     FAIL = "fail"  # below its floor, or out of memory
     ERROR = "error"  # crashed, interrupted, or a check whose figure is missing
+    # not judged: fell short while other processes used the machine (toolkit.bench.contention), with the
+    # evidence; never a fail
+    INCONCLUSIVE = "inconclusive"
+    UNSTABLE = "unstable"  # the samples' spread is too wide to judge (toolkit.bench.record, CV_LIMIT)
 
 
 # worst-of order of load statuses; a skipped load never makes a run worse than a pass
@@ -29,8 +33,10 @@ STATUS_ORDER: dict[str, int] = {
     LoadStatus.SKIPPED: -1,
     LoadStatus.PASS: 0,
     LoadStatus.WARN: 1,
-    LoadStatus.FAIL: 2,
-    LoadStatus.ERROR: 3,
+    LoadStatus.UNSTABLE: 2,
+    LoadStatus.INCONCLUSIVE: 3,
+    LoadStatus.FAIL: 4,
+    LoadStatus.ERROR: 5,
 }
 
 
@@ -42,7 +48,10 @@ class Verdict(enum.StrEnum):
     FAIL = "fail"
     ERROR = "error"
     INTERRUPTED = "interrupted"
-    INCOMPLETE = "incomplete"  # the run is still going (or was killed before it could say)
+    # a load the user named was not judged (skipped, inconclusive, unstable), or any load that ran could not
+    # be judged (inconclusive, unstable); also the verdict of a document still being written (`complete`
+    # false) or whose run was killed before it could say
+    INCOMPLETE = "incomplete"
 
 
 class Status(enum.IntEnum):
@@ -74,22 +83,38 @@ def worst_status(statuses: Iterable[str], default: str = LoadStatus.PASS) -> str
     return max(statuses, key=STATUS_ORDER.__getitem__, default=default)
 
 
-def verdict_of(statuses: Iterable[str], interrupted: bool = False) -> str:
-    """A run's verdict from its loads' statuses: interrupted wins, no load at all is an error, and a
-    run whose loads were all skipped passes (the skip reasons are in the report)."""
+# A load with one of these statuses was not judged: it could not run here (skipped), or it ran and its figure
+# could not be judged (inconclusive: short while the machine was busy; unstable: samples too spread).
+NOT_JUDGED = (LoadStatus.SKIPPED, LoadStatus.INCONCLUSIVE, LoadStatus.UNSTABLE)
+# ... and of these, the ones that leave any run incomplete, named by the user or not: the load ran here
+NOT_JUDGED_AFTER_RUNNING = (LoadStatus.INCONCLUSIVE, LoadStatus.UNSTABLE)
+
+
+def verdict_of(statuses: Iterable[str], interrupted: bool = False, requested: Iterable[str] = ()) -> str:
+    """A run's verdict from its loads' statuses (docs/REFERENCE.md, "Statuses and verdicts"): interrupted
+    wins, no load at all is an error, a fail or an error stands; then the run is `incomplete` when a load the
+    user named (`requested`: the statuses of the loads of --workloads, --recipe, --burn-in) was not judged,
+    or any load ran and could not be judged; else the worst of pass and warn. A load of the default set
+    that cannot run here (skipped, with its reason) leaves the verdict as it is."""
     if interrupted:
         return Verdict.INTERRUPTED
     statuses = list(statuses)
     if not statuses:
         return Verdict.ERROR
-    worst = worst_status(statuses)
-    return Verdict.PASS if worst == LoadStatus.SKIPPED else worst
+    worst = worst_status(s for s in statuses if s not in NOT_JUDGED)
+    if worst in (LoadStatus.FAIL, LoadStatus.ERROR):
+        return worst
+    if any(s in NOT_JUDGED for s in requested) or any(s in NOT_JUDGED_AFTER_RUNNING for s in statuses):
+        return Verdict.INCOMPLETE
+    return worst
 
 
 def verdict_exit_code(verdict: str) -> int:
     """`toolkit bench`'s exit code for a verdict (docs/REFERENCE.md, "Exit codes")."""
     if verdict == Verdict.INTERRUPTED:
         return EXIT_INTERRUPTED
+    if verdict == Verdict.INCOMPLETE:
+        return EXIT_INCOMPLETE
     return EXIT_CHECK_FAILED if verdict in (Verdict.FAIL, Verdict.ERROR) else EXIT_OK
 
 
@@ -124,6 +149,8 @@ TONE_OF: dict[str, Tone] = {
     "unknown": Tone.UNKNOWN,
     "interrupted": Tone.STOPPED,
     "incomplete": Tone.STOPPED,
+    "inconclusive": Tone.UNKNOWN,
+    "unstable": Tone.UNKNOWN,
     "skipped": Tone.QUIET,
     "not_started": Tone.QUIET,
     "unchanged": Tone.QUIET,
@@ -135,8 +162,11 @@ def tone_of(word: str | None) -> Tone | None:
 
 
 def host_state_of_verdict(verdict: str) -> str:
-    """A bench node's state in a fleet run: a run that passed or only warned is `ok`, any other `failed`
-    (an interrupted or broken node gets its own state from the fleet code, before the verdict counts)."""
+    """A bench node's state in a fleet run: a run that passed or only warned is `ok`, one that left a load
+    unjudged `incomplete`, any other `failed` (an interrupted or broken node gets its own state from the
+    fleet code, before the verdict counts)."""
+    if verdict == Verdict.INCOMPLETE:
+        return "incomplete"
     return "ok" if verdict in (Verdict.PASS, Verdict.WARN) else "failed"
 
 

@@ -118,6 +118,7 @@ def start_torch(request: BenchRequest, setup: RunSetup) -> RunSetup:
     """Import torch (and the trainers a training load needs) before the first load, bind the device,
     and check torch sees the GPU the class was matched on; the setup with its device."""
     burn_in = setup.burn_in_seconds is not None
+    _say_loading(request, setup)
     # (a --gpus launcher runs no load itself: the ranks quiet their own libraries)
     if not request.debug and not burn_in and request.gpus is None:
         _quiet_libraries()
@@ -144,6 +145,18 @@ def start_torch(request: BenchRequest, setup: RunSetup) -> RunSetup:
         import peft  # noqa: F401  (~90 MB of RSS: imported before the first load's peak is reset)
         import trl  # noqa: F401
     return replace(setup, device="cuda" if setup.use_gpu else "cpu", mismatch=mismatch)
+
+
+def _say_loading(request: BenchRequest, setup: RunSetup) -> None:
+    """The first line of a run, before the seconds torch (and the trainers) take to import: on stderr,
+    whether a terminal or a log, so stdout stays the table or the JSON; a rank of a `--gpus N` run says
+    nothing (its launcher did)."""
+    if request.distributed_run:
+        return
+    from toolkit.console import err
+
+    trainers = any(w == "kto_lora" or w.startswith("train:") for w in setup.workloads)
+    err.print(f"toolkit bench: loading torch{' and the trainers' if trainers else ''} …", highlight=False)
 
 
 def check_ml_stack(modules: tuple[str, ...] = ML_MODULES) -> None:

@@ -1,15 +1,15 @@
 """`toolkit bench -i INVENTORY`: the node command each host runs (the request's own options, through
 `BenchRequest.to_argv(NODE)`), what its end means, and the fleet's exit code.
 
-Exit codes per host and for the fleet (the worst host's): 0 pass, 1 a check failed, 2 usage or
-environment error on the node (no toolkit there, missing ML stack), 3 unreachable or timed out, 130
-interrupted.
+Exit codes per host and for the fleet (the worst host's): 0 pass, 4 incomplete (a load not judged), 1 a
+check failed, 2 usage or environment error on the node (no toolkit there, missing ML stack), 3 unreachable
+or timed out, 130 interrupted — in that order of worse, so an incomplete node never hides a failed one.
 """
 
 from __future__ import annotations
 
 from toolkit.bench.request import NODE
-from toolkit.errors import EXIT_INTERRUPTED, EXIT_USAGE, UsageError
+from toolkit.errors import EXIT_INCOMPLETE, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from toolkit.fleet import result as fleet_result
 from toolkit.fleet import runner, transport
 from toolkit.fleet.jobs import (
@@ -28,6 +28,12 @@ from toolkit.fleet.targets import Target
 from toolkit.glossary import gpu_class_of, host_state_of_verdict
 
 BENCH_TIMEOUT = 4 * 3600.0
+# a fleet bench's exit code is its worst host's, in this order of worse (130 is the fleet's own)
+WORSE = (0, EXIT_INCOMPLETE, 1, EXIT_USAGE, EXIT_HOST_UNREACHABLE)
+
+
+def worst_code(codes: list[int]) -> int:
+    return max(codes, key=lambda c: WORSE.index(c) if c in WORSE else len(WORSE))
 
 
 def bench_argv(request, target: Target) -> list[str]:
@@ -94,7 +100,7 @@ def _bench_host(run: runner.HostRun) -> fleet_result.HostResult:
         return fleet_result.HostResult(
             state="interrupted", exit_code=EXIT_INTERRUPTED, message="interrupted on the node", **base
         )
-    if doc is None or code not in (0, 1):
+    if doc is None or code not in (0, 1, EXIT_INCOMPLETE):
         return fleet_result.HostResult(
             state="error",
             exit_code=code if code in (1, 2) else EXIT_USAGE,
@@ -165,7 +171,7 @@ def run_bench(args) -> int:
                 comparisons[host.name] = doc["comparison"]
         host.saved = str(report.save(doc, path))
 
-    job = Job("bench", script, _bench_host, store, timeout, folder)
+    job = Job("bench", script, _bench_host, store, timeout, folder, exit_code=worst_code)
     fleet = run_fleet(args, targets, job)
     from toolkit.console import err, out
 
