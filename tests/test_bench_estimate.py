@@ -94,13 +94,14 @@ def test_bad_profiles_and_paths_are_usage_errors(tmp_path):
     assert proc.returncode == 2 and "is a directory" in proc.stderr.lower()
 
 
-def test_quantized_recipe_on_the_cpu_needs_cuda(tmp_path):
+def test_quantized_recipe_on_the_cpu_is_planned_as_the_cpu_backend_runs_it(tmp_path):
     out = tmp_path / "plan.json"
     proc = toolkit("bench", "--plan", "--recipe", "qlora-zephyr-7b", "--gpu", "cpu,a10g", "--json", str(out))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode in (0, 1), proc.stderr  # 1: the full-size recipe does not fit this machine's RAM
     rows = json.loads(out.read_text())["rows"]
-    assert [r["verdict"] for r in rows] == ["needs CUDA", "yes"]
-    assert rows[0]["fits"] is None
+    assert rows[0]["verdict"] in ("yes", "tight", "no") and rows[1]["verdict"] == "yes"
+    assert isinstance(rows[0]["fits"], bool)
+    assert "fp32 compute" in json.dumps(rows[0])
     assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]  # atomic write: no temp file left
 
 

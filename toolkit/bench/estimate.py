@@ -129,6 +129,9 @@ class _Layout:
 
 
 def _layout(recipe, device: str) -> _Layout:
+    if recipe.quantized and device == "cpu":  # bitsandbytes' CPU backend: fp32 compute, no autocast
+        what = f"{recipe.quantization_bit}-bit base on the CPU (bitsandbytes), fp32 compute, bf16 LoRA"
+        return _Layout(4, 4, 4, 2, 2, 2, True, what)  # TRL's trainers cast QLoRA adapters to bf16
     if recipe.quantized:  # fp32 embeddings/norms -> fp32 residual; bf16 adapters; SDPA in 16-bit
         c = 2
         return _Layout(4, 4, c, c, c, 1, False, f"{recipe.quantization_bit}-bit base, 16-bit autocast")
@@ -366,8 +369,8 @@ def estimate_training(recipe, device: str, *, seq_len: int | None = None, padded
 
     notes = [f"layout: {lay.what}"]
     if recipe.quantized and device == "cpu":
-        notes.append("quantized recipes need CUDA (bitsandbytes): estimated as on a GPU")
-    if "paged" in recipe.optim:
+        notes.append("quantized base on bitsandbytes' CPU backend: weights dequantized per layer")
+    if "paged" in recipe.optim and device != "cpu":
         notes.append("paged optimizer states live in unified memory, outside torch's allocator")
     return Estimate(
         parts=tuple(parts),

@@ -7,7 +7,8 @@
 The estimate (toolkit.bench.estimate) is arithmetic on the recipe's shape: no torch, no device. It is
 made at the recipe's full size (or at --scale tiny/small, as a run at that scale would size it), with
 every sequence at the recipe's max length. A profile's memory is the catalog's figure; `cpu` is this
-machine's RAM (MemTotal), and 4-bit/8-bit recipes say "needs CUDA" there.
+machine's RAM (MemTotal); 4-bit/8-bit recipes are estimated there as bitsandbytes' CPU backend runs
+them (fp32 compute).
 
 Fits: "yes" with at least 10 % of the memory to spare (the CUDA context, allocator fragmentation and
 the memory the driver keeps are not in the estimate), "tight" within the last 10 %, "no" above it.
@@ -27,7 +28,6 @@ from toolkit.errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
 
 PLAN_SCHEMA_VERSION = 1
 HEADROOM = 0.10  # share of the memory left for what the estimate does not count
-NEEDS_CUDA = "needs CUDA"
 
 
 def _profiles(arg: str | None) -> list[str] | None:
@@ -111,9 +111,7 @@ def plan_rows(
             est = estimate_training(recipe, device)
             memory, memory_source = _memory(profile)
             total = est.total
-            if device == "cpu" and recipe.quantized:
-                verdict, fits = NEEDS_CUDA, None
-            elif memory is None:
+            if memory is None:
                 verdict, fits = "unknown memory", None
             else:
                 fits = total <= memory

@@ -7,8 +7,9 @@
 The model is the recipe's architecture with random weights (FLOPs and memory equal the real model's),
 or real weights with `--model`. Data is synthetic in the stage's format: prompt/completion (SFT,
 chat messages for chat recipes), unpaired desirable/undesirable completions (KTO), prompt with chosen
-and rejected completions (DPO). 4-bit recipes need CUDA (bitsandbytes): elsewhere they are skipped
-with that reason, never passed.
+and rejected completions (DPO). 4-bit and 8-bit recipes load their base quantized by bitsandbytes
+(toolkit.bench.workloads.quantized), on CUDA or through its CPU backend; without bitsandbytes installed
+they are skipped with that reason, never passed.
 
 Timed: optimizer steps end to end after the warm-up steps. Counted tokens: the non-padding tokens of
 the training batches (TRL's `num_input_tokens_seen`), for DPO chosen and rejected both. MFU: model
@@ -18,7 +19,6 @@ counted, as MFU and not HFU) x tokens/s over the profile's dense peak.
 
 from __future__ import annotations
 
-import importlib.util
 import random
 import statistics
 import tempfile
@@ -27,9 +27,9 @@ from dataclasses import replace
 
 from toolkit.bench import flops
 from toolkit.bench.shape import LORA_MODULES
-from toolkit.bench.timing import percentile
+from toolkit.bench.timing import percentile, spread
+from toolkit.bench.workloads import quantized
 
-NEEDS_CUDA = "needs CUDA (bitsandbytes)"
 # a Llama-3-style chat layout for chat recipes: each turn closes with the recipe's EOS token
 CHAT_TOKENS = ("<|start_header_id|>", "<|end_header_id|>")
 CHAT_TEMPLATE = (
@@ -121,64 +121,41 @@ def _data(recipe, n: int, seed: int) -> dict:
 
 
 def _optim(recipe, on_gpu: bool) -> tuple[str, str | None]:
+    """The recipe's optimizer; bitsandbytes' 8-bit ones run on its CPU backend too."""
     needs_bnb = "8bit" in recipe.optim or "bnb" in recipe.optim
-    if needs_bnb and (not on_gpu or importlib.util.find_spec("bitsandbytes") is None):
-        return "adamw_torch", f"optim {recipe.optim} needs bitsandbytes on CUDA: ran adamw_torch"
+    if needs_bnb and quantized.unavailable():
+        return "adamw_torch", f"optim {recipe.optim} needs bitsandbytes (not installed): ran adamw_torch"
+    if needs_bnb and "paged" in recipe.optim and not on_gpu:
+        return recipe.optim, f"optim {recipe.optim} on the CPU: 8-bit states in RAM (nothing to page)"
     return recipe.optim, None
 
 
 def _model(ctx, recipe, tok, dtype, folder):
-    """(model, notes): synthetic weights of the architecture, or the weights in `folder`."""
-    import torch
-
+    """(model, notes, quantized): synthetic weights of the architecture, or the weights in `folder`;
+    `quantized` describes a 4-/8-bit base (None for a 16/32-bit one)."""
     from toolkit.bench import architectures
 
-    notes = []
-    quant = None
-    if recipe.quantized:
-        from transformers import BitsAndBytesConfig
-
-        compute = torch.bfloat16 if recipe.precision == "bf16" else torch.float16
-        quant = (
-            BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type=recipe.quantization_type,
-                bnb_4bit_use_double_quant=recipe.double_quantization,
-                bnb_4bit_compute_dtype=compute,
-            )
-            if recipe.quantization_bit == 4
-            else BitsAndBytesConfig(load_in_8bit=True)
-        )
+    notes, cfg, described = [], None, None
     if folder is None:
         cfg = architectures.sized_config(
             recipe.model_config or {"model_type": "llama"}, recipe.model, tok, max(4096, recipe.max_length)
         )
-        if quant is None:
-            return architectures.build_model(cfg, dtype, ctx.device, seed=ctx.seed), notes
-        # bitsandbytes quantizes while loading: write the random 16-bit model once, load it 4-bit
-        scratch = tempfile.TemporaryDirectory(prefix="toolkit-qlora-")
-        architectures.build_model(cfg, dtype, "cpu", seed=ctx.seed).save_pretrained(scratch.name)
-        folder = scratch.name
-        notes.append("synthetic weights written once to a temporary folder and loaded 4-bit by bitsandbytes")
-    from transformers import AutoModelForCausalLM
+        if not recipe.quantized:
+            return architectures.build_model(cfg, dtype, ctx.device, seed=ctx.seed), notes, None
+    if recipe.quantized:
+        model, described, notes = quantized.build(ctx, recipe, dtype, folder, cfg)
+    else:
+        from transformers import AutoModelForCausalLM
 
-    kwargs = {"dtype": dtype, "local_files_only": True}
-    if quant is not None:
-        kwargs.update(quantization_config=quant, device_map={"": 0})
-    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    if quant is None:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
         model = model.to(ctx.device)
     if len(tok) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tok))
         notes.append(f"embeddings resized to {len(tok)} for the added special tokens")
     model.config.pad_token_id = tok.pad_token_id
-    if quant is not None:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=recipe.activation_checkpointing
-        )
-    return model, notes
+    if described is not None:
+        model = quantized.prepare(model, recipe)
+    return model, notes, described
 
 
 def _trainer(ctx, recipe, model, tok, data, out, optim):
@@ -339,19 +316,20 @@ def run_recipe(ctx, rec, recipe, model_note: str | None = None) -> None:
 
         rec.notes.append(resolve_loss("kto_pair")[1])
     _estimate(rec, recipe, ctx.device)
-    if recipe.quantized and not on_gpu:
-        rec.fail("skipped", "needs_cuda", f"{NEEDS_CUDA}: {recipe.quantization_bit}-bit recipes run on a GPU")
-        return
-    if recipe.quantized and importlib.util.find_spec("bitsandbytes") is None:
-        rec.fail(
-            "skipped", "needs_cuda", f"{NEEDS_CUDA}: bitsandbytes is not installed (pip install bitsandbytes)"
-        )
+    if recipe.quantized and (why := quantized.unavailable()):
+        rec.fail("skipped", "needs_cuda", why)
         return
 
     tok, tok_notes = _tokenizer(recipe, recipe.model.vocab_size, ctx.seed, folder)
     rec.notes.extend(tok_notes)
-    model, model_notes = _model(ctx, recipe, tok, getattr(torch, dtype), folder)
+    try:
+        model, model_notes, described = _model(ctx, recipe, tok, getattr(torch, dtype), folder)
+    except quantized.CannotQuantize as exc:
+        rec.fail("skipped", "needs_cuda", str(exc))
+        return
     rec.notes.extend(model_notes)
+    if described is not None:
+        rec.config["quantized_base"] = described
     total = recipe.warmup_steps + recipe.measured_steps
     n_examples = recipe.batch_size * recipe.gradient_accumulation_steps * total
     data = _data(recipe, n_examples, ctx.seed)
@@ -360,6 +338,8 @@ def run_recipe(ctx, rec, recipe, model_note: str | None = None) -> None:
         trainer = _trainer(ctx, recipe, model, tok, data, out, optim)
         trainer.remove_callback(PrinterCallback)  # stdout may carry JSON
         n_trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        if described is not None:
+            described["adapter_dtype"] = quantized.adapter_dtype(trainer.model)
         rec.metrics.update(steps_completed=0, loss_per_step=[], trainable_params=n_trainable)
         timer = make_step_timer(ctx, rec, recipe.warmup_steps, total)
         trainer.add_callback(timer)
@@ -391,7 +371,11 @@ def run_recipe(ctx, rec, recipe, model_note: str | None = None) -> None:
     )
     if ctx.peaks.flops:
         rec.metrics["mfu_ratio"] = tps * fpt / ctx.peaks.flops
-    floor, f = ctx.floor("kto_lora" if rec.workload == "kto_lora" else "train")
+    if len(measured) > 1:  # each measured optimizer step is one sample of the throughput
+        rec.spread["tokens_per_second"] = spread([n / t for t, n in measured if t > 0])
+    floor, f = ctx.floor(
+        "kto_lora" if rec.workload == "kto_lora" else "train_quantized" if recipe.quantized else "train"
+    )
     minimum = floor * ctx.peaks.flops / fpt if floor and ctx.peaks.flops else None
     ctx.check(
         rec,
