@@ -1,0 +1,1 @@
+"""The parts of the GPU acceptance run (`benchmarks/gpu_acceptance.py`); docs/GPU_ACCEPTANCE.md."""
