@@ -16,6 +16,24 @@ REPO = Path(__file__).resolve().parents[1]
 BMC_ONLY = ("--skip", "gpu", "--skip", "docker", "--skip", "system")
 
 
+# a fresh parent whose only child is toolkit, so that RUSAGE_CHILDREN is toolkit's own peak (in the test
+# process it is the largest of every child the suite has run, e.g. a torch bench)
+_PEAK_PROBE = (
+    "import os, resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss; "
+    "open(os.environ['TOOLKIT_TEST_PEAK_FILE'], 'w').write(str(peak)); "
+    "sys.exit(rc)"
+)
+
+
+def toolkit_peak_mib(*args: str, tmp: Path, **kwargs) -> tuple[subprocess.CompletedProcess, float]:
+    """`toolkit(*args)` and the peak resident memory of that toolkit process alone, in MiB."""
+    peak_file = tmp / "toolkit-peak-rss"
+    env = {**(kwargs.pop("env", None) or {}), "TOOLKIT_TEST_PEAK_FILE": str(peak_file)}
+    proc = toolkit(*args, env=env, python_prefix=(sys.executable, "-c", _PEAK_PROBE), **kwargs)
+    return proc, int(peak_file.read_text()) / 1024
+
+
 def toolkit(
     *args: str,
     cwd: Path | None = None,
@@ -23,6 +41,7 @@ def toolkit(
     timeout: int = 600,
     python: str = sys.executable,
     memory_limit: int | None = None,
+    python_prefix: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
     """Run the real CLI; `memory_limit` caps its address space (RLIMIT_AS) like a small machine would."""
     full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
@@ -32,7 +51,7 @@ def toolkit(
             resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
 
     return subprocess.run(
-        [python, "-m", "toolkit", *args],
+        [*python_prefix, python, "-m", "toolkit", *args],
         cwd=cwd or REPO,
         env=full_env,
         capture_output=True,

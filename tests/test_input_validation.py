@@ -5,20 +5,15 @@ nothing is coerced in silence. Every case runs the real `toolkit` command."""
 from __future__ import annotations
 
 import os
-import resource
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import BMC_ONLY, REPO, toolkit
+from conftest import BMC_ONLY, REPO, toolkit, toolkit_peak_mib
 
 RECIPE = REPO / "toolkit" / "data" / "recipes" / "sft-smollm2-cpu.yaml"
 MAX_RSS_MB = 400
-
-
-def child_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def assert_clean_error(proc, code: int, *words: str) -> None:
@@ -37,19 +32,21 @@ def assert_clean_error(proc, code: int, *words: str) -> None:
     ],
     ids=["config", "bmc-password-file"],
 )
-def test_an_endless_file_is_refused_in_bounded_time_and_memory(args):
+def test_an_endless_file_is_refused_in_bounded_time_and_memory(args, tmp_path):
     start = time.monotonic()
-    proc = toolkit("health", *args, timeout=60)
+    proc, peak = toolkit_peak_mib("health", *args, tmp=tmp_path, timeout=60)
     took = time.monotonic() - start
     assert_clean_error(proc, 3, "/dev/zero", "larger than")
     assert took < 30  # generous: it stops reading at the cap, not when memory runs out
-    assert child_rss_mb() < MAX_RSS_MB
+    assert peak < MAX_RSS_MB
 
 
 def test_an_endless_recipe_is_refused(tmp_path):
-    proc = toolkit("bench", "--recipe", "/dev/zero", "--plan", "--gpu", "cpu", timeout=120)
+    proc, peak = toolkit_peak_mib(
+        "bench", "--recipe", "/dev/zero", "--plan", "--gpu", "cpu", tmp=tmp_path, timeout=120
+    )
     assert_clean_error(proc, 2, "/dev/zero", "larger than")
-    assert child_rss_mb() < MAX_RSS_MB
+    assert peak < MAX_RSS_MB
 
 
 def test_a_fifo_nobody_writes_to_does_not_hang(tmp_path):
