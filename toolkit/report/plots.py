@@ -1,17 +1,20 @@
 """The report's pictures, drawn with matplotlib (Agg, no display) and embedded as PNG data URIs.
 
-Every figure here is also in a table next to it: the plots help the eye, the tables carry the numbers.
+Every figure drawn here is also written as a number next to it: the plots help the eye, the text carries
+the numbers. Charts are small (one per figure), on a time axis that spans the runs with a margin, never
+matplotlib's default years or an hour either side of a few minutes.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from toolkit.glossary import parse_utc
 
 STATUS_COLOUR = {"pass": "#2e7d32", "warn": "#f9a825", "fail": "#c62828", "error": "#6a1b9a"}
+LINE = "#1565c0"
 
 
 def _pyplot():
@@ -28,7 +31,7 @@ def _pyplot():
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     _pyplot().close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -38,91 +41,85 @@ def _when(iso: str) -> datetime:
 
 
 def _time_axis(ax, times: list[datetime]) -> None:
-    """Readable dates; a single run gets an hour either side instead of matplotlib's years."""
-    from datetime import timedelta
-
+    """The runs' own span with a margin (at least a minute either side), readable tick labels."""
     import matplotlib.dates as mdates
 
-    locator = mdates.AutoDateLocator(maxticks=6)
+    lo, hi = min(times), max(times)
+    pad = max((hi - lo) * 0.08, timedelta(minutes=1))
+    ax.set_xlim(lo - pad, hi + pad)
+    locator = mdates.AutoDateLocator(minticks=2, maxticks=5)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
-    if times and max(times) - min(times) < timedelta(minutes=2):
-        ax.set_xlim(min(times) - timedelta(hours=1), max(times) + timedelta(hours=1))
 
 
-def expectation_bars(rows: list[tuple[str, float, str]]) -> str | None:
-    """Measured over expected (1.0 = exactly the expectation) per checked figure: (label, ratio, status)."""
-    if not rows:
+def _plain_numbers(ax) -> None:
+    """Tick labels as the numbers themselves, never `1e-5 + 4.999e-1` offsets."""
+    from matplotlib.ticker import ScalarFormatter
+
+    fmt = ScalarFormatter(useOffset=False)
+    fmt.set_scientific(False)
+    ax.yaxis.set_major_formatter(fmt)
+
+
+def figure_over_time(points: list[tuple[str, float]], unit: str, floor: float | None = None) -> str | None:
+    """One figure of one load over the runs: (ISO time, value), the floor dashed when there is one.
+    None for fewer than two runs (one point is no history)."""
+    if len(points) < 2:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
-    labels = [r[0] for r in rows]
-    ratios = [r[1] for r in rows]
-    ax.barh(labels, ratios, color=[STATUS_COLOUR.get(r[2], "#607d8b") for r in rows])
-    ax.axvline(1.0, color="black", linestyle="--", linewidth=1.2, label="expected (floor)")
-    for y, ratio in enumerate(ratios):
-        ax.text(ratio, y, f" {ratio:.2f}x", va="center", fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel("measured / expected (log scale; right of the dashed line reaches the expectation)")
-    ax.invert_yaxis()
-    ax.legend(loc="lower right", fontsize=8)
+    fig, ax = plt.subplots(figsize=(4.2, 2.2))
+    times = [_when(t) for t, _ in points]
+    values = [v for _, v in points]
+    ax.plot(times, values, marker="o", color=LINE, linewidth=1.5)
+    if floor:
+        ax.axhline(floor, color="#c62828", linestyle="--", linewidth=1, label="floor")
+        ax.legend(fontsize=7, loc="lower left")
+    _time_axis(ax, times)
+    ax.set_ylim(bottom=0, top=max([*values, floor or 0]) * 1.15 or 1)
+    _plain_numbers(ax)
+    ax.set_ylabel(unit, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
     return _png(fig)
 
 
-def over_time(series: dict[str, list[tuple[str, float]]], ylabel: str, title: str) -> str | None:
-    """One line per series of (ISO time, value)."""
+def lines_over_time(series: dict[str, list[tuple[str, float]]], unit: str) -> str | None:
+    """One line per series of (ISO time, value): temperature or power per node and sensor."""
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.2))
+    fig, ax = plt.subplots(figsize=(5.6, 2.6))
+    times = []
     for name, points in sorted(series.items()):
-        ax.plot([_when(t) for t, _ in points], [v for _, v in points], marker="o", label=name)
-    _time_axis(ax, [_when(t) for points in series.values() for t, _ in points])
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
+        when = [_when(t) for t, _ in points]
+        times += when
+        ax.plot(when, [v for _, v in points], marker="o", label=name, linewidth=1.5)
+    _time_axis(ax, times)
+    _plain_numbers(ax)
+    ax.set_ylabel(unit, fontsize=8)
+    ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     return _png(fig)
 
 
-def small_multiples(
-    panels: dict[str, list[tuple[str, float]]], units: dict[str, str], title: str
-) -> str | None:
-    """One small panel per load (their units differ): its headline figure over time."""
-    panels = {k: v for k, v in panels.items() if v}
-    if not panels:
-        return None
-    plt = _pyplot()
-    n = len(panels)
-    cols = min(3, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
-    for ax, (name, points) in zip(axes.flat, sorted(panels.items()), strict=False):
-        ax.plot([_when(t) for t, _ in points], [v for _, v in points], marker="o")
-        _time_axis(ax, [_when(t) for t, _ in points])
-        ax.set_title(name, fontsize=9)
-        ax.set_ylabel(units.get(name, ""), fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _png(fig)
-
-
 def loss_curves(curves: dict[str, list[float]]) -> str | None:
+    """Training loss per optimizer step, one line per run."""
     curves = {k: v for k, v in curves.items() if len(v) > 1}
     if not curves:
         return None
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.2))
+    fig, ax = plt.subplots(figsize=(5.6, 2.6))
     for name, losses in curves.items():
-        ax.plot(range(1, len(losses) + 1), losses, marker=".", label=name)
-    ax.set_xlabel("optimizer step (warm-up and measured)")
-    ax.set_ylabel("training loss")
+        ax.plot(range(1, len(losses) + 1), losses, marker=".", label=name, linewidth=1.5)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("optimizer step (warm-up and measured)", fontsize=8)
+    ax.set_ylabel("training loss", fontsize=8)
+    _plain_numbers(ax)
+    ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _png(fig)
