@@ -82,9 +82,15 @@ class Catalog:
         try:
             return self.classes[key.lower()]
         except KeyError:
+            import difflib
+
+            close = difflib.get_close_matches(key.lower(), self.profiles, n=1, cutoff=0.5)
             raise UsageError(
                 f"unknown profile {key!r}",
-                hint="known profiles: " + ", ".join(self.profiles) + " (see `toolkit gpus`)",
+                hint=(f"did you mean {close[0]!r}? " if close else "")
+                + "known profiles: "
+                + ", ".join(self.profiles)
+                + " (see `toolkit gpus`)",
             ) from None
 
     def match_device(self, device_name: str) -> GpuClass | None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import difflib
 import importlib
 import json
 import os
+import re
 import select
 import sys
 import traceback
@@ -27,16 +29,80 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "provision": ("provision", "install and configure the GPU stack on hosts with Ansible roles"),
     "health": ("health", "report GPU, BMC, Docker and system health (Nagios exit codes, JSON, Prometheus)"),
     "report": ("report", "write one self-contained HTML report (plots, tables) from the stored results"),
+    "completion": ("completion", "print a shell completion script (bash or zsh) generated from this parser"),
 }
+
+_CHOICE = re.compile(r"invalid choice: '?([^'\s]*)'? \(choose from (.*)\)")
+_SETTING = re.compile(r"^[A-Za-z_][\w.-]*=")  # matmul.repeats=3: a --set value without its flag
 
 
 class _Parser(argparse.ArgumentParser):
     usage_exit = EXIT_USAGE  # `toolkit health` uses 3 (Nagios UNKNOWN) for usage errors
 
+    def __init__(self, *args, **kwargs) -> None:
+        # No abbreviations: `--workload` must not quietly mean `--workloads` (and stop working the day a
+        # second option starts the same way); a near miss gets a did-you-mean instead.
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
     def error(self, message: str) -> None:  # argparse exits 2 already; keep one clear line
+        self.fail(message, _choice_hint(message))
+
+    def fail(self, message: str, hint: str | None = None) -> None:
         self.print_usage(sys.stderr)
         sys.stderr.write(f"toolkit: error: {message}\n")
+        if hint:
+            sys.stderr.write(f"  hint: {hint}\n")
         raise SystemExit(self.usage_exit)
+
+
+def _choice_hint(message: str) -> str | None:
+    """`invalid choice: 'benhc' (choose from 'bench', ...)` -> did you mean 'bench'?"""
+    found = _CHOICE.search(message)
+    if not found:
+        return None
+    choices = re.findall(r"'([^']*)'", found.group(2)) or [c.strip() for c in found.group(2).split(",")]
+    close = difflib.get_close_matches(found.group(1), choices, n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def _unrecognized_hint(parser: argparse.ArgumentParser, extra: list[str]) -> str | None:
+    """What an unrecognized argument most likely meant: a near option name, or `--set` before a bare
+    KEY=VALUE."""
+    options = [s for action in parser._actions for s in action.option_strings if s.startswith("--")]
+    for token in extra:
+        if token.startswith("-"):
+            close = difflib.get_close_matches(token.split("=", 1)[0], options, n=1, cutoff=0.6)
+            if close:
+                return f"did you mean {close[0]}?"
+        elif _SETTING.match(token) and "--set" in options:
+            return f"did you mean --set {token}? (a bare KEY=VALUE is not an option)"
+    return None
+
+
+def _add_common(parser: argparse.ArgumentParser, top: bool) -> None:
+    """Options every command takes, before or after its name (`toolkit -q bench`, `toolkit bench -q`)."""
+    default = 0 if top else argparse.SUPPRESS
+    parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="show tracebacks on errors",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=default,
+        help="more detail: time stamps on progress lines, every health check (repeatable)",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="count",
+        default=default,
+        help="only results and errors: no progress lines or notes",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,16 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
         "`toolkit health` uses the Nagios codes 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (also for every "
         'error). With --json an error is printed as {"error": {"ref": ...}}.',
     )
-    parser.add_argument("--version", action="version", version=f"toolkit {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    _add_common(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        _add_common(p, top=False)
         _command_module(module).add_arguments(p)
         p.set_defaults(_module=module)
         p.usage_exit = family_of(name).error  # `toolkit health`: 3, UNKNOWN
+    sub.choices["completion"].set_defaults(_root_parser=parser)  # the script is generated from this parser
     return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and name:
+            return action.choices.get(name)
+    return None
 
 
 def _command_module(module: str):
@@ -134,11 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         parser.usage_exit = family_of(args.command).error
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        own = _subparser(parser, args.command) or parser
+        parser.fail(f"unrecognized arguments: {' '.join(extra)}", _unrecognized_hint(own, extra))
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
     debug = args.debug or os.environ.get("TOOLKIT_DEBUG") == "1"
+    verbosity = args.verbose - args.quiet
+    if verbosity:
+        from toolkit import console  # rich: only for a command that runs, never on the --help path
+
+        console.set_verbosity(verbosity)
     if os.environ.pop("TOOLKIT_FLEET", None) == "1":  # run by a fleet controller, which compares versions
         sys.stderr.write(f"toolkit-fleet: version {__version__}\n")
         sys.stderr.flush()

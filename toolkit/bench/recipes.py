@@ -64,9 +64,13 @@ def load(spec: str, architecture: str | None = None) -> Recipe:
         return parse_yaml(text, str(path), architecture)
     if spec in shipped():
         return replace_architecture(shipped()[spec], architecture)
+    import difflib
+
+    close = difflib.get_close_matches(spec, list(shipped()), n=1, cutoff=0.6)
     raise UsageError(
         f"unknown recipe {spec!r}",
-        hint=f"shipped recipes: {', '.join(shipped())} (toolkit bench --list), or a LLaMA-Factory YAML file",
+        hint=(f"did you mean {close[0]!r}? " if close else "")
+        + f"shipped recipes: {', '.join(shipped())} (toolkit bench --list), or a LLaMA-Factory YAML file",
     )
 
 

@@ -17,9 +17,14 @@ def select_workloads(arg: str | None, measured_peaks: bool, distributed: bool = 
     wanted = [w.strip() for w in arg.split(",") if w.strip()]
     unknown = [w for w in wanted if w not in known]
     if unknown or not wanted:
+        import difflib
+
+        close = [m for w in unknown for m in difflib.get_close_matches(w, known, n=1, cutoff=0.6)]
         raise UsageError(
             f"unknown workload(s): {', '.join(unknown) or '(none given)'}",
-            hint="known workloads: " + ", ".join(known),
+            hint=(f"did you mean {', '.join(close)}? " if close else "")
+            + "known workloads: "
+            + ", ".join(known),
         )
     # the cpu profile's expectations need the peaks measured first (the vectors load's do not)
     if measured_peaks and any(w not in PEAK_FREE_WORKLOADS for w in wanted):

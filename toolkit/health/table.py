@@ -39,8 +39,14 @@ _SERIES = re.compile(r"^(gpu|amd)\d+\.[a-z_]+\.")
 
 
 def render(console, report: Report, show_all: bool = False) -> None:
-    hidden = 0
+    """A table per collector, notes, the overall line; -v shows every detail series, -q only the checks
+    that are not OK and the overall line."""
+    from toolkit import console as consoles
+
+    quiet, show_all, hidden = consoles.verbosity < 0, show_all or consoles.verbosity > 0, 0
     for result in report.collectors:
+        if quiet and all(c.status is Status.OK for c in result.checks):
+            continue
         title = f"{result.name} — {result.status.label.upper()}"
         if not result.up:
             title += " (source not readable)"
@@ -50,6 +56,8 @@ def render(console, report: Report, show_all: bool = False) -> None:
         table.add_column("value", justify="right")
         table.add_column("detail", overflow="fold")
         for check in sorted(result.checks, key=lambda c: -c.status.severity):
+            if quiet and check.status is Status.OK:
+                continue
             if not show_all and check.status is Status.OK and _SERIES.match(check.name):
                 hidden += 1
                 continue
@@ -60,9 +68,9 @@ def render(console, report: Report, show_all: bool = False) -> None:
                 Text(redact(str(check.detail))),
             )
         console.print(table)
-    for note in report.notes:
+    for note in [] if quiet else report.notes:
         console.print(Text(f"note: {redact(str(note))}"))
-    if hidden:
+    if hidden and not quiet:
         console.print(f"{hidden} per-GPU detail series hidden (all OK); --all shows them, --json has them")
     line = Text(f"{report.host}: {report.status.label.upper()}", style=STYLE[report.status])
     line.append(f" — {len(report.checks)} checks in {report.duration_seconds:.2f} s")
