@@ -50,8 +50,9 @@ def probe(argv: list[str]) -> subprocess.CompletedProcess:
 )
 def test_light_commands_import_no_heavy_package(argv):
     proc = probe(argv)
-    # health may warn (exit 1) on a busy machine (load per CPU): the point here is what it imports
-    assert proc.returncode in ((0, 1) if argv[0] == "health" else (0,)), proc.stderr
+    # health's status is the machine's (a busy machine's load per CPU warns or is critical): the point here
+    # is what it imports; 3 (UNKNOWN: it could not run) is still a failure
+    assert proc.returncode in ((0, 1, 2) if argv[0] == "health" else (0,)), proc.stderr
     assert "HEAVY=\n" in proc.stderr, proc.stderr
 
 

@@ -153,6 +153,8 @@ def test_config_drives_disk_thresholds_and_kernel_cmdline(tmp_path):
     cfg.write_text(
         f"system:\n  data_dirs: [{tmp_path}]\n  disk_warning_percent: 0\n  disk_critical_percent: 100\n"
         f"  grub_dropin: {dropin}\n  reboot_required_file: {tmp_path / 'reboot-required'}\n"
+        # the exit code is the point: a busy test machine's load must not make it CRITICAL
+        "  load_warning_per_cpu: 1000\n  load_critical_per_cpu: 2000\n"
     )
     (tmp_path / "reboot-required").write_text("")
     proc, doc = run_json("--config", str(cfg), *LOCAL)
