@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kto-loss",
         metavar="LOSS",
         help="LLaMA-Factory pref_loss for the KTO load: kto, apo_zero_unpaired, or kto_pair "
-        "(mapped to kto); default: the users' recipe (kto_pair)",
+        "(mapped to kto); default: the A40 KTO recipe's (kto_pair)",
     )
     parser.add_argument(
         "--list", action="store_true", help="list the shipped training recipes and architectures, then exit"

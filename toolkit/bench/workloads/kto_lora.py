@@ -55,8 +55,8 @@ def run(ctx, rec) -> None:
     recipe = recipe_for_scale(s, ctx.dtype)
     if recipe.gradient_accumulation_steps != USERS_ACCUMULATION:
         rec.notes.append(
-            f"gradient_accumulation_steps {recipe.gradient_accumulation_steps} (the users' recipe: "
-            f"{USERS_ACCUMULATION}): accumulation changes how often the optimizer steps, not tokens/s "
-            "per micro-batch"
+            f"gradient_accumulation_steps {recipe.gradient_accumulation_steps} "
+            f"(the A40 KTO recipe kto-gemma2-9b: {USERS_ACCUMULATION}): accumulation changes how often "
+            "the optimizer steps, not tokens/s per micro-batch"
         )
     run_recipe(ctx, rec, recipe, model_note=f"Llama shape, random weights: {s.model}")
