@@ -155,8 +155,10 @@ def bare_spec(ctx, recipe) -> dict:
 # --- the three variants, each run in a fresh process ------------------------------------------------
 
 
-def bare(spec: dict, threads: int) -> dict:
-    """A bare TRL + PEFT script of the load: no toolkit code but the synthetic model, tokenizer and words."""
+def bare(spec: dict, threads: int | None = None, device: str = "cpu", dtype=None) -> dict:
+    """A bare TRL + PEFT script of the load: no toolkit code but the synthetic model, tokenizer and words.
+    On a GPU each step mark waits for the device (the GPU acceptance run uses it there)."""
+
     import torch
     import trl
     from datasets import Dataset
@@ -174,13 +176,16 @@ def bare(spec: dict, threads: int) -> dict:
             self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
 
         def on_step_end(self, args, state, control, **kw):
+            if device == "cuda":
+                torch.cuda.synchronize()
             self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
 
-    torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     t0 = time.perf_counter()
     seed, n, (prompt_words, completion_words) = spec["seed"], spec["examples"], spec["words"]
     tok = build_tokenizer(spec["vocab"], seed=seed)
-    model = build_model(spec["model_config"], torch.float32, "cpu", seed=seed)
+    model = build_model(spec["model_config"], dtype or torch.float32, device, seed=seed)
     rng = random.Random(seed + 1)
     if spec["stage"] == "kto":
         data = unpaired_preferences(n, prompt_words, completion_words, seed)
@@ -214,7 +219,9 @@ def bare(spec: dict, threads: int) -> dict:
     return {
         "tokens_per_second": (n_end - n_w) / (t_end - t_w),
         "step_p50": statistics.median(steps),
+        "step_time_seconds_p50": statistics.median(steps),
         "tokens_per_step": [b[1] - a[1] for a, b in itertools.pairwise(marks)],
+        "tokens_per_step_mean": (n_end - n_w) / len(steps),
         "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
         "load_seconds": load_seconds,
     }

@@ -16,10 +16,8 @@ max_length 2048), whose MFU is the issue's target (at least 35 %); at tiny scale
 
 from __future__ import annotations
 
-import itertools
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -73,7 +71,7 @@ def resolve(req: dict):
 def bare_child(req: dict) -> dict:
     """The bare TRL run of `req` (in a fresh process)."""
     import torch
-    from harness_overhead import bare_spec
+    from harness_overhead import bare, bare_spec
 
     from toolkit.bench.workloads import train
 
@@ -97,73 +95,8 @@ def bare_child(req: dict) -> dict:
         )
     if req.get("threads"):
         torch.set_num_threads(req["threads"])
-    return {**bare(spec, device, getattr(torch, dtype)), "device": device, "dtype": dtype, "spec": spec}
-
-
-def bare(spec: dict, device: str, dtype) -> dict:
-    """A bare TRL + PEFT script of the load: no toolkit code but the synthetic model, tokenizer and words."""
-    import random
-
-    import trl
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import PrinterCallback, TrainerCallback
-
-    from toolkit.bench.architectures import build_model
-    from toolkit.bench.synthetic import build_tokenizer, unpaired_preferences, words
-
-    class Clock(TrainerCallback):
-        def __init__(self):
-            self.marks: list[tuple[float, int]] = []
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
-
-        def on_step_end(self, args, state, control, **kw):
-            if device == "cuda":
-                import torch
-
-                torch.cuda.synchronize()
-            self.marks.append((time.perf_counter(), state.num_input_tokens_seen))
-
-    seed, n, (prompt_words, completion_words) = spec["seed"], spec["examples"], spec["words"]
-    tok = build_tokenizer(spec["vocab"], seed=seed)
-    model = build_model(spec["model_config"], dtype, device, seed=seed)
-    rng = random.Random(seed + 1)
-    if spec["stage"] == "kto":
-        data = unpaired_preferences(n, prompt_words, completion_words, seed)
-        config, trainer_cls = trl.KTOConfig, trl.KTOTrainer
-    elif spec["stage"] == "dpo":
-        prompts = [words(rng, prompt_words) for _ in range(n)]
-        chosen = [" " + words(rng, completion_words) for _ in range(n)]
-        rejected = [" " + words(rng, completion_words) for _ in range(n)]
-        data = {"prompt": prompts, "chosen": chosen, "rejected": rejected}
-        config, trainer_cls = trl.DPOConfig, trl.DPOTrainer
-    else:
-        prompts = [words(rng, prompt_words) for _ in range(n)]
-        data = {"prompt": prompts, "completion": [" " + words(rng, completion_words) for _ in range(n)]}
-        config, trainer_cls = trl.SFTConfig, trl.SFTTrainer
-    with tempfile.TemporaryDirectory() as out:
-        trainer = trainer_cls(
-            model=model,
-            args=config(output_dir=out, **spec["trl"]),
-            train_dataset=Dataset.from_dict(data),
-            processing_class=tok,
-            peft_config=LoraConfig(task_type="CAUSAL_LM", **spec["lora"]),
-        )
-        trainer.remove_callback(PrinterCallback)
-        clock = Clock()
-        trainer.add_callback(clock)
-        trainer.train()
-    marks, w = clock.marks, spec["warmup_steps"]
-    (t_w, n_w), (t_end, n_end) = marks[w], marks[-1]
-    steps = [b[0] - a[0] for a, b in itertools.pairwise(marks[w:])]
-    return {
-        "tokens_per_second": (n_end - n_w) / (t_end - t_w),
-        "step_time_seconds_p50": statistics.median(steps),
-        "tokens_per_step_mean": (n_end - n_w) / len(steps),
-        "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h],
-    }
+    result = bare(spec, device=device, dtype=getattr(torch, dtype))
+    return {**result, "device": device, "dtype": dtype, "spec": spec}
 
 
 def _toolkit_args(req: dict, folder: Path, target: Path) -> list[str]:
