@@ -35,17 +35,47 @@ def write_text_atomic(path: str | os.PathLike, text: str, mode: int = 0o644) -> 
 
 
 def _write(target: Path, text: str, mode: int) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = _complete_temp(target.parent, target.name, text, mode)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     return target
+
+
+def write_text_new(folder: Path, stem: str, text: str, mode: int = 0o644, suffix: str = ".json") -> Path:
+    """Write `text` to `stem.json`, or `stem-2.json`, `stem-3.json` ... when taken, never replacing a file:
+    the complete file appears at once (a temp file hard-linked in, which fails rather than replace).
+    FileExistsError when no name is free."""
+    tmp = _complete_temp(folder, stem, text, mode)
+    try:
+        for n in range(1, 10000):
+            path = folder / (f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}")
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                continue
+        raise FileExistsError(f"no free name for {stem} in {folder}")
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _complete_temp(folder: Path, name: str, text: str, mode: int) -> str:
+    """A temp file in `folder` holding all of `text`, synced to disk, with `mode`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp

@@ -8,11 +8,11 @@ import fcntl
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
 from toolkit import history
+from toolkit.atomic import write_text_new
 from toolkit.errors import HealthError
 from toolkit.glossary import utc_now
 from toolkit.health.model import Status, worst
@@ -78,27 +78,11 @@ def save(folder: Path, doc: dict, keep_days: float) -> Path:
 
 
 def _write_new(folder: Path, stem: str, text: str, mode: int) -> Path:
-    """Write `text` to `stem.json`, or `stem-2.json`, `stem-3.json` ... when taken: the complete file
-    appears at once (a temp file hard-linked in, which fails rather than replace an existing name)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=folder)
+    """A new report file, never replacing one stored in the same second (`stem-2.json` ...)."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        for n in range(1, 10000):
-            path = folder / (f"{stem}.json" if n == 1 else f"{stem}-{n}.json")
-            try:
-                os.link(tmp, path)
-                return path
-            except FileExistsError:
-                continue
-        raise HealthError(f"no free report name for {stem} in {folder}")
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        return write_text_new(folder, stem, text, mode)
+    except FileExistsError:
+        raise HealthError(f"no free report name for {stem} in {folder}") from None
 
 
 def _stored(folder: Path, since_days: float | None) -> tuple[list[dict], list[dict]]:
