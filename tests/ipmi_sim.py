@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MC = "0x20"
+DISCRETE = (0x07, 0x08)  # sensor-specific discrete sensors the simulator can hold: processor, power supply
 
 
 @dataclass(frozen=True)
@@ -82,13 +83,13 @@ def _analog(name, number, sensor_type, base_unit, m, r_exp, thresholds, entity="
     return "\n".join(lines)
 
 
-def _psu_status(name, number, inst):
+def _psu_status(name, number, inst, entity="power_supply", sensor_type="Power_Supply"):
     lines = [
         "sensor_owner_id 0x20",
         "sensor_owner_lun 0",
         "channel_number 0",
         f"sensor_number {number}",
-        "entity_id power_supply",
+        f"entity_id {entity}",
         f"entity_instance {inst}",
         "init_scanning true",
         "init_events true",
@@ -96,7 +97,7 @@ def _psu_status(name, number, inst):
         "default_event_gen_on true",
         "default_sensor_scan_on true",
         "sensor_auto_rearm true",
-        "sensor_type Power_Supply",
+        f"sensor_type {sensor_type}",
         "event_reading_type_code 0x6f",
     ]
     for bit in range(7):
@@ -147,13 +148,86 @@ def supermicro_sensors() -> list[SimSensor]:
     ]
 
 
+def board_56() -> list[SimSensor]:
+    """A 56-sensor board shaped like a Supermicro X11 dual-socket board's `ipmitool sensor` list
+    (simulated, shaped like the real listings in tests/fixtures/ipmi/): temperatures, ten fans,
+    voltages, PSU input power and two PSU status sensors, plus two sensors both named "Temp" on the two
+    processors, with different limits (as Dell names them)."""
+    temp = {"unc": 85, "uc": 90, "unr": 95}
+    dimm = {"unc": 80, "uc": 85, "unr": 90}
+    fan = {"lnc": 500, "lc": 300}
+    out = [
+        _sensor(1, "CPU1 Temp", 0x01, "Temperature", "degrees_C", 45, temp, entity="processor", inst=1),
+        _sensor(2, "CPU2 Temp", 0x01, "Temperature", "degrees_C", 47, temp, entity="processor", inst=2),
+        _sensor(3, "PCH Temp", 0x01, "Temperature", "degrees_C", 50, temp),
+        _sensor(4, "System Temp", 0x01, "Temperature", "degrees_C", 31, {"unc": 77, "uc": 80, "unr": 85}),
+        _sensor(5, "Peripheral Temp", 0x01, "Temperature", "degrees_C", 38, {"unc": 77, "uc": 80, "unr": 85}),
+        _sensor(6, "Temp", 0x01, "Temperature", "degrees_C", 40, {"uc": 88}, entity="processor", inst=1),
+        _sensor(7, "Temp", 0x01, "Temperature", "degrees_C", 41, {"uc": 99}, entity="processor", inst=2),
+    ]
+    number = 8
+    for i in range(1, 5):
+        out.append(_sensor(number, f"VRMCpu{i} Temp", 0x01, "Temperature", "degrees_C", 40, temp))
+        number += 1
+    for bank in "ABCDEFGH":
+        for cpu in (1, 2):
+            if len(out) < 28:
+                out.append(
+                    _sensor(number, f"P{cpu}-DIMM{bank}1 Temp", 0x01, "Temperature", "degrees_C", 33, dimm)
+                )
+                number += 1
+    for i, label in enumerate(("1", "2", "3", "4", "5", "6", "7", "8", "A", "B"), start=1):
+        out.append(
+            _sensor(
+                number,
+                f"FAN{label}",
+                0x04,
+                "Fan",
+                "RPM",
+                40 + i,
+                fan,
+                m=100,
+                entity="fan_cooling_device",
+                inst=i,
+            )
+        )
+        number += 1
+    volts = (("12V", 200, 6, -2), ("5VCC", 200, 25, -3), ("3.3VCC", 200, 165, -4), ("VBAT", 200, 15, -3),
+             ("Vcpu1", 180, 1, -2), ("Vcpu2", 180, 1, -2), ("VDIMMABC", 120, 1, -2), ("VDIMMDEF", 120, 1, -2),
+             ("5VSB", 200, 25, -3), ("3.3VSB", 200, 165, -4), ("1.8V PCH", 180, 1, -2), ("PVNN", 100, 1, -2),
+             ("1.05V PCH", 105, 1, -2), ("VSOC", 90, 1, -2), ("VCCIO", 100, 1, -2))  # fmt: skip
+    for name, raw, m, r_exp in volts:
+        value = raw * m * 10**r_exp
+        limits = {"lc": round(value * 0.9, 3), "uc": round(value * 1.1, 3)}
+        out.append(_sensor(number, name, 0x02, "Voltage", "Volts", raw, limits, m=m, r_exp=r_exp))
+        number += 1
+    out.append(_sensor(number, "MB_10G Temp", 0x01, "Temperature", "degrees_C", 56, temp))
+    number += 1
+    power = {"unc": 2000}
+    out.append(
+        _sensor(number, "PSU1 Input Power", 0x0B, "Other_Units_Based_Sensor", "Watts", 62, power, m=10)
+    )
+    number += 1
+    out += [
+        SimSensor(number, "PSU1 Status", 0x08, _psu_status("PSU1 Status", number, 1), 0x01),
+        SimSensor(number + 1, "PSU2 Status", 0x08, _psu_status("PSU2 Status", number + 1, 2), 0x01),
+    ]
+    return out
+
+
+def processor_status(number: int = 0x60, inst: int = 1) -> SimSensor:
+    """A processor status sensor (type 0x07: bit 0 IERR, 1 Thermal Trip, 7 presence), present."""
+    name = f"CPU{inst} Status"
+    return SimSensor(number, name, 0x07, _psu_status(name, number, inst, "processor", "Processor"), 0x80)
+
+
 def _sdr_file(sensors: list[SimSensor]) -> str:
     parts = [
         "sdr type 18\n device_slave_address 0x20\n device_channel_number 0\n chassis true\n"
         " ipmb_event_gen true\n ipmb_event_recv true\n fru_inventory true\n sel true\n sdr true\n"
         ' sensor true\n entity_id system_board\n entity_instance 1\n id_string "BMC"\nendsdr\n'
     ]
-    parts += [f"sdr type {2 if s.sensor_type == 0x08 else 1}\n{s.sdr}\nendsdr\n" for s in sensors]
+    parts += [f"sdr type {2 if s.sensor_type in DISCRETE else 1}\n{s.sdr}\nendsdr\n" for s in sensors]
     return "\n".join(parts)
 
 
@@ -166,9 +240,9 @@ def _emu_file(sensors: list[SimSensor], sel: list[tuple[int, int, int]]) -> str:
         f"sensor_add {MC} 0 0 35 0x6f event-only",
     ]
     for s in sensors:
-        reading_type = "0x6f" if s.sensor_type == 0x08 else "0x01"
+        reading_type = "0x6f" if s.sensor_type in DISCRETE else "0x01"
         lines.append(f"sensor_add {MC} 0 {s.number} {s.sensor_type:#04x} {reading_type}")
-        if s.sensor_type == 0x08:
+        if s.sensor_type in DISCRETE:
             for bit in range(7):
                 lines.append(f"sensor_set_bit {MC} 0 {s.number} {bit} {(s.raw >> bit) & 1} 0")
             lines.append(
@@ -262,8 +336,10 @@ class Bmc:
         password: str = "",
         sel=None,
         sensors: list[SimSensor] | None = None,
+        delay: float = 0.003,
     ):
         self.workdir = workdir
+        self.delay = delay  # seconds the relay adds each way (a real BMC answers in tens of ms)
         self.user, self.password = user, password
         self.sensors = sensors or supermicro_sensors()
         # (sensor type, number, event type, offset): PSU1 and PSU2 "presence detected" at power-on
@@ -331,7 +407,7 @@ class Bmc:
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
         )
-        self.relay = UdpRelay(self.direct_port)
+        self.relay = UdpRelay(self.direct_port, self.delay)
         # Wait for the LAN port to be bound. Never probe the console by connecting and closing:
         # ipmi_sim exits when a console connection closes, so one connection is kept for its lifetime.
         deadline = time.monotonic() + timeout
@@ -385,6 +461,25 @@ class Bmc:
         stamp = " ".join(f"{b:#04x}" for b in int(time.time()).to_bytes(4, "little"))
         self.console(
             f"sel_add {MC} 0x02 {stamp} 0x20 0x00 0x04 {s.sensor_type:#04x} {s.number:#04x} "
+            f"{event_type:#04x} {offset:#04x} 0xff 0xff"
+        )
+
+    def set_clock(self, when: float) -> None:
+        """Set the BMC's SEL clock (a Unix time) the way an admin does, with `ipmitool sel time set`
+        over LAN; until then ipmi_sim stamps events relative to its start ("Pre-Init")."""
+        stamp = time.strftime("%m/%d/%y %H:%M:%S", time.gmtime(when))
+        env = {**os.environ, "IPMI_PASSWORD": self.password, "LC_ALL": "C", "TZ": "UTC0"}
+        lan = ["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-E"]
+        argv = ["ipmitool", *lan, "sel", "time", "set", stamp]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise RuntimeError(f"sel time set failed: {proc.stdout} {proc.stderr}")
+
+    def add_event(self, sensor_type: int, number: int, event_type: int, offset: int) -> None:
+        """Log an event of a sensor the board does not list (a processor, a DIMM), now."""
+        stamp = " ".join(f"{b:#04x}" for b in int(time.time()).to_bytes(4, "little"))
+        self.console(
+            f"sel_add {MC} 0x02 {stamp} 0x20 0x00 0x04 {sensor_type:#04x} {number:#04x} "
             f"{event_type:#04x} {offset:#04x} 0xff 0xff"
         )
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from toolkit.health.bmc import ipmi
 from toolkit.health.bmc.model import BmcError, bmc_checks
-from toolkit.health.bmc.target import parse_target, read_password
+from toolkit.health.bmc.target import DEFAULT_TIMEOUT, parse_target, read_password
 from toolkit.health.collector import Context
 from toolkit.health.model import Check, CollectorResult, Status
 
-DEFAULT_TIMEOUT = 5.0  # --bmc-timeout: the whole BMC read
 HANDOVER_SECONDS = 1.0  # past it, the run stops waiting for the read's thread
 
 

@@ -1,47 +1,29 @@
 """IPMI readers behind one interface: pyghmi over LAN (default), ipmitool over LAN (fallback), and
 ipmitool/FreeIPMI through the node's own `/dev/ipmi0` (in-band: no password needed).
 
-Every reader returns a `BmcReading`; the whole read runs under one deadline (`target.timeout`, 5 s by
-default) so a BMC that does not answer costs bounded time and the rest of the report still comes out.
+Every reader returns a `BmcReading`; the whole read runs under one deadline (`target.timeout`,
+`target.DEFAULT_TIMEOUT` by default) so a BMC that does not answer costs bounded time and the rest
+of the report still comes out.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import math
+import datetime as dt
 import os
-import re
 import shutil
 import subprocess
 import threading
 import time
 from pathlib import Path
 
-from toolkit.atomic import write_text_atomic
-from toolkit.health.bmc.model import THRESHOLD_NAMES, BmcError, BmcReading, SelEntry, Sensor
-from toolkit.health.bmc.target import BmcTarget
-from toolkit.health.model import Status
+from toolkit.health.bmc.ipmi_pyghmi import SEL_LIMIT, pyghmi_reading
+from toolkit.health.bmc.ipmi_text import merge_sdr, parse_ipmitool_sel, parse_ipmitool_sensor, parse_sdr_elist
+from toolkit.health.bmc.ipmi_time import parse_clock
+from toolkit.health.bmc.model import BmcError, BmcReading, unique_names
+from toolkit.health.bmc.target import DEFAULT_TIMEOUT, BmcTarget
 
-# pyghmi's sensor type names -> our kinds
-_PYGHMI_KINDS = {
-    "Temperature": "temperature",
-    "Fan": "fan",
-    "Voltage": "voltage",
-    "Power": "power",
-    "Current": "current",
-    "Power Supply": "psu",
-}
-# Get Sensor Thresholds (netfn 4, cmd 0x27): readable mask bit -> our threshold name
-_THRESHOLD_BITS = (
-    "lower_non_critical",
-    "lower_critical",
-    "lower_non_recoverable",
-    "upper_non_critical",
-    "upper_critical",
-    "upper_non_recoverable",
-)
-SEL_LIMIT = 50  # newest entries kept from the event log
+__all__ = ["parse_ipmitool_sel", "parse_ipmitool_sensor", "read_inband", "read_ipmi", "read_ipmitool"]
 
 
 def _run_with_deadline(func, target: BmcTarget):
@@ -88,7 +70,7 @@ def read_pyghmi(target: BmcTarget) -> BmcReading:
         if cache:
             cmd.set_sdr_cachedir(str(cache))
         try:
-            return _pyghmi_reading(cmd, target, cache)
+            return pyghmi_reading(cmd, target, cache)
         finally:
             with contextlib.suppress(Exception):
                 cmd.ipmi_session.logout()
@@ -115,92 +97,7 @@ def sdr_cache_dir() -> Path | None:
     return path if os.access(path, os.W_OK) else None
 
 
-def _pyghmi_thresholds(cmd, entry) -> dict[str, float]:
-    if not getattr(entry, "has_thresholds", False):
-        return {}
-    rsp = cmd.raw_command(netfn=4, command=0x27, rslun=entry.sensor_lun, data=(entry.sensor_number,))
-    if "error" in rsp or len(rsp.get("data", b"")) < 7:
-        return {}
-    data = rsp["data"]
-    found = {}
-    for bit, name in enumerate(_THRESHOLD_BITS):
-        if data[0] & (1 << bit):
-            found[name] = round(entry.decode_value(cmd, data[1 + bit]), 3)
-    return found
-
-
-THRESHOLD_CACHE_SECONDS = 3600  # thresholds change only when an admin edits them on the BMC
-
-
-def _threshold_cache(target: BmcTarget, folder: Path | None) -> tuple[Path | None, dict]:
-    if folder is None:
-        return None, {}
-    path = folder / f"thresholds-{target.host}-{target.port}.json"
-    try:
-        doc = json.loads(path.read_text())
-        if time.time() - doc["time"] < THRESHOLD_CACHE_SECONDS:
-            return path, doc["values"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return path, {}
-
-
-def _pyghmi_reading(cmd, target: BmcTarget, cache: Path | None) -> BmcReading:
-    reading = BmcReading("ipmi", target.display)
-    entries = {}
-    cache_path, cached = _threshold_cache(target, cache)
-    fresh = {}
-    for reading_obj in cmd.get_sensor_data():
-        if not entries:  # built by get_sensor_data's init_sdr
-            entries = {e.sensor_name: e for e in cmd._sdr.sensors.values()}
-        sensor = _sensor_from_pyghmi(reading_obj, entries.get(reading_obj.name), cmd, cached)
-        fresh[sensor.name] = sensor.thresholds
-        reading.sensors.append(sensor)
-    if cache_path is not None and fresh != cached:
-        with contextlib.suppress(OSError):
-            write_text_atomic(cache_path, json.dumps({"time": time.time(), "values": fresh}), mode=0o600)
-    reading.power_state = cmd.get_power().get("powerstate")
-    events = list(cmd.get_event_log())[-SEL_LIMIT:]
-    for ev in events:
-        severity = Status.OK
-        if not ev.get("deassertion"):
-            sev = ev.get("severity") or 0
-            severity = Status.CRITICAL if sev >= 2 else (Status.WARNING if sev == 1 else Status.OK)
-        message = " ".join(
-            str(x) for x in (ev.get("component_type"), ev.get("component"), ev.get("event")) if x
-        )
-        if ev.get("deassertion"):
-            message += " (deasserted)"
-        reading.sel.append(SelEntry(ev.get("timestamp"), message, severity))
-    reading.info["reader"] = "pyghmi"
-    return reading
-
-
-def _sensor_from_pyghmi(r, entry, cmd, cached: dict) -> Sensor:
-    kind = _PYGHMI_KINDS.get(r.type, "other")
-    health = r.health or 0
-    state = Status.CRITICAL if health >= 2 else (Status.WARNING if health == 1 else Status.OK)
-    sensor = Sensor(r.name, kind, r.value, state, list(r.states), present=not r.unavailable)
-    if kind == "psu":
-        sensor.present = "Present" in r.states or any("presence" in s.lower() for s in r.states)
-        sensor.failed = any("fail" in s.lower() for s in r.states)
-    elif entry is not None and r.value is not None:
-        hit = cached.get(r.name)
-        sensor.thresholds = hit if hit is not None else _pyghmi_thresholds(cmd, entry)
-    return sensor
-
-
 # ---- ipmitool (LAN fallback and in-band) -------------------------------------------------------------
-
-_IPMITOOL_KINDS = {
-    "degrees C": "temperature",
-    "RPM": "fan",
-    "Volts": "voltage",
-    "Watts": "power",
-    "Amps": "current",
-}
-_IPMITOOL_COLUMNS = THRESHOLD_NAMES  # `ipmitool sensor` prints lnr lc lnc unc uc unr, the same order
-_CRITICAL_WORDS = re.compile(r"fail|critical|non-recoverable|uncorrectable|fault|lost", re.I)
 
 
 def ipmitool_lan_args(target: BmcTarget) -> tuple[list[str], dict]:
@@ -225,115 +122,125 @@ def ipmitool_lan_args(target: BmcTarget) -> tuple[list[str], dict]:
     return args, {"IPMI_PASSWORD": target.password}
 
 
-def read_ipmitool(
-    interface_args: list[str], display: str, timeout: float, env: dict | None = None, protocol: str = "ipmi"
-) -> BmcReading:
-    tool = shutil.which("ipmitool")
-    if tool is None:
-        raise BmcError("ipmitool is not installed (apt install ipmitool)", kind="missing")
-    deadline = time.monotonic() + timeout
-    full_env = {**os.environ, **(env or {})}
+SDR_CACHE_SECONDS = 24 * 3600  # a BMC's SDR changes with its firmware or hardware, not between runs
+# ipmitool prints times in the C library's locale forms; the C locale and UTC make them one form,
+# and make the SEL's times and the BMC's clock (`sel time get`) comparable
+_IPMITOOL_ENV = {"LC_ALL": "C", "TZ": "UTC0"}
 
-    def run(*command: str, verbose: bool = False) -> str:
-        left = deadline - time.monotonic()
+
+class _Ipmitool:
+    """One ipmitool command line after another, all under one deadline."""
+
+    def __init__(self, interface_args: list[str], display: str, timeout: float, env: dict | None):
+        tool = shutil.which("ipmitool")
+        if tool is None:
+            raise BmcError("ipmitool is not installed (apt install ipmitool)", kind="missing")
+        self.tool, self.args, self.display, self.timeout = tool, interface_args, display, timeout
+        self.deadline = time.monotonic() + timeout
+        self.env = {**os.environ, **(env or {}), **_IPMITOOL_ENV}
+
+    def run(self, *command: str, verbose: bool = False, sdr: Path | None = None) -> str:
+        left = self.deadline - time.monotonic()
         if left <= 0:
-            raise BmcError(f"no answer from {display} within {timeout:g} s", kind="timeout")
+            raise BmcError(f"no answer from {self.display} within {self.timeout:g} s", kind="timeout")
+        extra = (["-v"] if verbose else []) + (["-S", str(sdr)] if sdr else [])
         try:
             proc = subprocess.run(
-                [tool, *(["-v"] if verbose else []), *interface_args, *command],
+                [self.tool, *extra, *self.args, *command],
                 capture_output=True,
                 text=True,
                 timeout=left,
-                env=full_env,
+                env=self.env,
             )
         except subprocess.TimeoutExpired:
-            raise BmcError(f"no answer from {display} within {timeout:g} s", kind="timeout") from None
+            raise BmcError(
+                f"no answer from {self.display} within {self.timeout:g} s", kind="timeout"
+            ) from None
         if proc.returncode != 0:
-            message = (proc.stderr.strip().splitlines() or ["ipmitool failed"])[-1]
-            low = proc.stderr.lower()
-            # `-v` on the first call: ipmitool then says why a session failed (RAKP 2 errors = auth)
-            if "unauthorized name" in low or "hmac is invalid" in low or "password" in low:
-                raise BmcError(f"authentication failed for {display} (wrong user or password)", kind="auth")
-            if any(
-                w in low for w in ("unable to establish", "no response", "could not open", "capabilities")
-            ):
-                raise BmcError(f"no answer from {display}: {message}", kind="unreachable")
-            raise BmcError(f"ipmitool error from {display}: {message}", kind="protocol")
+            raise self._error(proc.stderr)
         return proc.stdout
 
+    def _error(self, stderr: str) -> BmcError:
+        message = (stderr.strip().splitlines() or ["ipmitool failed"])[-1]
+        low = stderr.lower()
+        # `-v` on the first call: ipmitool then says why a session failed (RAKP 2 errors = auth)
+        if "unauthorized name" in low or "hmac is invalid" in low or "password" in low:
+            return BmcError(f"authentication failed for {self.display} (wrong user or password)", kind="auth")
+        if any(w in low for w in ("unable to establish", "no response", "could not open", "capabilities")):
+            return BmcError(f"no answer from {self.display}: {message}", kind="unreachable")
+        return BmcError(f"ipmitool error from {self.display}: {message}", kind="protocol")
+
+    def sdr_cache(self, name: str) -> Path | None:
+        """The BMC's SDR repository in a file (`ipmitool sdr dump`), read again once a day; later
+        commands read it with `-S` instead of fetching every record from the BMC."""
+        folder = sdr_cache_dir()
+        if folder is None:
+            return None
+        path = folder / name
+        with contextlib.suppress(OSError):
+            if time.time() - path.stat().st_mtime < SDR_CACHE_SECONDS and path.stat().st_size > 0:
+                return path
+        part = path.with_name(f".{path.name}.{os.getpid()}")
+        try:
+            self.run("sdr", "dump", str(part))
+            if part.stat().st_size > 0:
+                os.chmod(part, 0o600)
+                os.replace(part, path)
+                return path
+        except (OSError, BmcError):
+            pass
+        with contextlib.suppress(OSError):
+            part.unlink()
+        return None
+
+
+def read_ipmitool(
+    interface_args: list[str],
+    display: str,
+    timeout: float,
+    env: dict | None = None,
+    protocol: str = "ipmi",
+    cache_name: str | None = None,
+) -> BmcReading:
+    """Power state, sensors (with thresholds), discrete states and the SEL with the BMC's clock. The
+    optional parts (`sdr elist`, `sel time get`) that fail or run out of time leave the rest."""
+    tool = _Ipmitool(interface_args, display, timeout, env)
     reading = BmcReading(protocol, display)
-    power = (run("power", "status", verbose=True).strip().lower().splitlines() or [""])[-1]
-    reading.sensors = parse_ipmitool_sensor(run("sensor"))
+    power = (tool.run("power", "status", verbose=True).strip().lower().splitlines() or [""])[-1]
     reading.power_state = "on" if power.endswith(" on") else ("off" if power.endswith(" off") else None)
-    reading.sel = parse_ipmitool_sel(run("sel", "elist"))[-SEL_LIMIT:]
+    sdr = tool.sdr_cache(cache_name) if cache_name else None
+    try:
+        text = tool.run("sensor", sdr=sdr)
+    except BmcError as err:
+        if sdr is None or err.kind == "timeout":
+            raise
+        with contextlib.suppress(OSError):
+            sdr.unlink()  # a cache ipmitool could not use: read the SDR from the BMC
+        sdr, text = None, tool.run("sensor")
+    reading.sensors = parse_ipmitool_sensor(text)
+    reading.sel = parse_ipmitool_sel(tool.run("sel", "elist", sdr=sdr))[-SEL_LIMIT:]
+    missing = []
+    try:
+        merge_sdr(reading.sensors, parse_sdr_elist(tool.run("sdr", "elist", sdr=sdr)))
+    except BmcError as err:
+        missing.append(f"sdr elist: {err}")
+    try:
+        reading.clock = _utc(parse_clock(tool.run("sel", "time", "get")))
+    except BmcError as err:
+        missing.append(f"sel time get: {err}")
+    for entry in reading.sel:
+        entry.when = _utc(entry.when)
+    unique_names(reading.sensors)
     reading.info["reader"] = "ipmitool"
+    reading.info["sdr_cache"] = "used" if sdr else "none"
+    if missing:
+        reading.info["incomplete"] = missing
     return reading
 
 
-def _number(text: str) -> float | None:
-    """A finite number, or None (`float()` also reads "nan" and "inf", which are no limit)."""
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _reading(text: str):
-    """A sensor's value column: a number, None for "na" (not present), else the text itself, which
-    the model reports as no reading (`bmc.model.reading_of`) instead of dropping it as absent."""
-    if text in ("na", ""):
-        return None
-    value = _number(text)
-    return value if value is not None else text
-
-
-def parse_ipmitool_sensor(text: str) -> list[Sensor]:
-    """`ipmitool sensor`: name | value | unit | status | lnr | lc | lnc | unc | uc | unr."""
-    sensors = []
-    for line in text.splitlines():
-        cols = [c.strip() for c in line.split("|")]
-        if len(cols) < 4 or not cols[0]:
-            continue
-        name, value, unit, status = cols[:4]
-        if unit == "discrete":
-            sensor = Sensor(name, "psu" if "ps" in name.lower() else "other")
-            bits = int(status, 16) >> 8 if status.startswith("0x") else 0
-            if sensor.kind == "psu":
-                sensor.present, sensor.failed = bool(bits & 0x01), bool(bits & 0x02)
-            sensors.append(sensor)
-            continue
-        sensor = Sensor(name, _IPMITOOL_KINDS.get(unit, "other"), _reading(value))
-        sensor.present = value != "na"
-        sensor.thresholds = {
-            k: v
-            for k, raw in zip(_IPMITOOL_COLUMNS, cols[4:10], strict=False)
-            if (v := _number(raw)) is not None
-        }
-        if status in ("cr", "nr"):
-            sensor.state, sensor.states = Status.CRITICAL, [f"ipmitool status {status}"]
-        elif status == "nc":
-            sensor.state, sensor.states = Status.WARNING, ["ipmitool status nc"]
-        sensors.append(sensor)
-    return sensors
-
-
-def parse_ipmitool_sel(text: str) -> list[SelEntry]:
-    """`ipmitool sel elist`: id | date | time | sensor | event | direction (date/time may be Pre-Init)."""
-    entries = []
-    for line in text.splitlines():
-        cols = [c.strip() for c in line.split("|")]
-        if len(cols) < 5:
-            continue
-        if cols[1] == "Pre-Init":
-            stamp, rest = None, cols[3:]
-        else:
-            stamp, rest = f"{cols[1]} {cols[2]}", cols[3:]
-        message = " ".join(c for c in rest if c)
-        asserted = not any(c == "Deasserted" for c in rest)
-        severity = Status.CRITICAL if asserted and _CRITICAL_WORDS.search(message) else Status.OK
-        entries.append(SelEntry(stamp, message, severity))
-    return entries
+def _utc(when: dt.datetime | None) -> dt.datetime | None:
+    """ipmitool ran with TZ=UTC0: a time without a zone is UTC."""
+    return when.replace(tzinfo=dt.UTC) if when is not None and when.tzinfo is None else when
 
 
 # ---- choosing a reader -------------------------------------------------------------------------------
@@ -345,9 +252,11 @@ def inband_available() -> bool:
     return any(os.path.exists(d) for d in INBAND_DEVICES)
 
 
-def read_inband(timeout: float = 5.0) -> BmcReading:
+def read_inband(timeout: float = DEFAULT_TIMEOUT) -> BmcReading:
     """The node's own BMC through the kernel IPMI driver (ipmi_si + ipmi_devintf): no password."""
-    return read_ipmitool(["-I", "open"], "local /dev/ipmi0", timeout, protocol="ipmi-inband")
+    return read_ipmitool(
+        ["-I", "open"], "local /dev/ipmi0", timeout, protocol="ipmi-inband", cache_name="sdr-local.bin"
+    )
 
 
 def read_ipmi(target: BmcTarget, tool: str = "auto") -> BmcReading:
@@ -359,4 +268,5 @@ def read_ipmi(target: BmcTarget, tool: str = "auto") -> BmcReading:
             if err.kind != "missing" or tool == "pyghmi":
                 raise
     args, env = ipmitool_lan_args(target)
-    return read_ipmitool(args, target.display, target.timeout, env)
+    cache = f"sdr-{target.host}-{target.port}.bin"
+    return read_ipmitool(args, target.display, target.timeout, env, cache_name=cache)

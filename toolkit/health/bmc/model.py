@@ -21,6 +21,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "power": ("toolkit_bmc_power_watts", "W"),
     "current": ("toolkit_bmc_current_amperes", "A"),
     "psu": ("", ""),  # discrete: presence/failure, no value metric
+    "discrete": ("", ""),  # any other discrete sensor: judged by its asserted states
     "other": ("", ""),
 }
 
@@ -71,18 +72,71 @@ class Sensor:
     failed: bool = False  # PSU failure asserted
     power_watts: float | None = None  # PSU input power, when a PSU reports it
     unreadable: str | None = None  # what the BMC sent in place of a number (NaN, "Infinity", "abc")
+    # A stable id for this sensor within its BMC: IPMI "sdr:<record id>" / "sensor:<number>", Redfish the
+    # resource's @odata.id (or MemberId). Empty at construction means "name:<name>" (older callers).
+    key: str = ""
+    # Where the sensor is, readable ("CPU1", "Processor 1", "PSU 2"): used to tell apart sensors that
+    # share a name ("Temp (CPU1)"), see unique_names().
+    where: str | None = None
 
     def __post_init__(self) -> None:
         self.name = str(self.name)
+        self.key = str(self.key) if self.key else f"name:{self.name}"
         self.value, unreadable = reading_of(self.value)
         self.unreadable = self.unreadable or unreadable
 
 
+def unique_names(sensors: list[Sensor]) -> list[Sensor]:
+    """Make names and keys unique within one reading, in place (and return the list). Sensors that
+    share a name get their `where` appended ("Temp (CPU1)"), and a number where that still clashes
+    ("Temp (DIMM1) #2", or "Temp #2" without a place); keys that clash get "#2", "#3"... Names follow
+    the BMC's record order, so the same sensor gets the same name on every run and with every reader."""
+    counts: dict[str, int] = {}
+    for s in sensors:
+        counts[s.name] = counts.get(s.name, 0) + 1
+    taken: set[str] = set()
+    for s in sensors:
+        if counts[s.name] > 1 and s.where:
+            s.name = f"{s.name} ({s.where})"
+        base, n = s.name, 1
+        while s.name in taken:
+            n += 1
+            s.name = f"{base} #{n}"
+        taken.add(s.name)
+    keys: set[str] = set()
+    for s in sensors:
+        base, n = s.key, 1
+        while s.key in keys:
+            n += 1
+            s.key = f"{base}#{n}"
+        keys.add(s.key)
+    return sensors
+
+
+SEVERITY_WORDS = {"ok": Status.OK, "warning": Status.WARNING, "critical": Status.CRITICAL}
+
+
 @dataclass
 class SelEntry:
+    """One event-log entry. `severity` is the entry's verdict: a Status, or the text "ok" / "warning" /
+    "critical" (any case; turned into the Status), or None when the log carries no severity of its own
+    and no rule could give one (listed, never alarming). `log` names the log it came from ("SEL",
+    "IML", "IEL", "EventLog"...). `when` is the parsed time, timezone-aware where the log says its zone
+    (readers that know better than `timestamp`'s text set it; sel_check parses `timestamp` otherwise)."""
+
     timestamp: str | None
     message: str
-    severity: Status = Status.OK
+    severity: Status | None = Status.OK
+    log: str = ""
+    when: dt.datetime | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.severity, str) and not isinstance(self.severity, Status):
+            self.severity = SEVERITY_WORDS.get(self.severity.strip().lower())
+
+    @property
+    def severity_label(self) -> str | None:
+        return self.severity.label if self.severity is not None else None
 
 
 @dataclass
@@ -93,6 +147,10 @@ class BmcReading:
     power_state: str | None = None  # "on" / "off"
     sel: list[SelEntry] | None = field(default_factory=list)  # None: the BMC has no event log
     info: dict = field(default_factory=dict)
+    # The BMC's own clock when the reader could read it (IPMI "SEL time", Redfish Manager DateTime):
+    # recent events are judged against it, not against this host's clock (a BMC clock may be off by
+    # hours or set to local time).
+    clock: dt.datetime | None = None
 
 
 def threshold_status(sensor: Sensor) -> tuple[Status, str]:
@@ -136,17 +194,29 @@ def _parse_time(stamp: str | None) -> dt.datetime | None:
         return None
 
 
-def sel_check(entries: list[SelEntry], window_hours: float = 24.0) -> Check:
+def _comparable(when: dt.datetime, now: dt.datetime) -> dt.datetime:
+    """`when` on the same footing as `now`: an aware time in `now`'s zone (or this host's local time
+    when `now` is naive); a naive time is taken to be in `now`'s zone (a BMC stamps local time)."""
+    if when.tzinfo is None:
+        return when.replace(tzinfo=now.tzinfo) if now.tzinfo is not None else when
+    if now.tzinfo is None:
+        return when.astimezone().replace(tzinfo=None)
+    return when
+
+
+def sel_check(entries: list[SelEntry], window_hours: float = 24.0, now: dt.datetime | None = None) -> Check:
     """WARNING when an entry of the last `window_hours` reports a problem; older entries (and entries
-    without a usable time, like IPMI "Pre-Init") are listed but do not alarm forever."""
-    now = dt.datetime.now()
+    without a usable time, like IPMI "Pre-Init") are listed but do not alarm forever. `now` is the
+    BMC's clock where the reader read it (BmcReading.clock), else this host's."""
+    now = now or dt.datetime.now()
     recent_bad = []
     for e in entries:
-        when = _parse_time(e.timestamp)
-        if when is not None and when.tzinfo is not None:
-            when = when.astimezone().replace(tzinfo=None)
+        when = e.when or _parse_time(e.timestamp)
+        if when is not None:
+            when = _comparable(when, now)
         if (
-            e.severity is not Status.OK
+            e.severity is not None
+            and e.severity is not Status.OK
             and when is not None
             and (now - when).total_seconds() < window_hours * 3600
         ):
@@ -166,6 +236,7 @@ def bmc_checks(reading: BmcReading, sel_limit: int = 10, sel_window_hours: float
     result = CollectorResult(
         "bmc", info={"protocol": reading.protocol, "target": reading.target, **reading.info}
     )
+    unique_names(reading.sensors)
     for s in reading.sensors:
         if s.kind == "psu":
             _psu_checks(result, s)
@@ -183,10 +254,10 @@ def bmc_checks(reading: BmcReading, sel_limit: int = 10, sel_window_hours: float
             prom_value=1.0 if on else 0.0,
         )
     if reading.sel is not None:
-        result.checks.append(sel_check(reading.sel, sel_window_hours))
+        result.checks.append(sel_check(reading.sel, sel_window_hours, reading.clock))
         result.checks[-1].collector = "bmc"
         result.info["sel_recent"] = [
-            {"timestamp": e.timestamp, "message": e.message, "severity": e.severity.label}
+            {"timestamp": e.timestamp, "message": e.message, "severity": e.severity_label, "log": e.log}
             for e in reading.sel[-sel_limit:]
         ]
     return result
@@ -235,6 +306,11 @@ def _sensor_check(result: CollectorResult, s: Sensor) -> None:
         if why:
             detail += f"; {why}"
         result.add(name, status, None, unit or None, detail, metric or None, **labels)
+        return
+    if s.kind == "discrete" and s.present:
+        status, why = threshold_status(s)
+        detail = why if status is not Status.OK else (", ".join(s.states) or "no state asserted")
+        result.add(name, status, None, None, detail, None, **labels)
         return
     if not s.present or (value is None and s.state is Status.OK and not s.states):
         # an unpopulated fan header / not-installed sensor: report it, don't alarm

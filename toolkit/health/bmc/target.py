@@ -16,6 +16,10 @@ from toolkit.health import secrets
 from toolkit.inputs import SECRET_CAP, read_text
 
 DEFAULT_PORTS = {"ipmi": 623, "redfish": 443}
+# The whole BMC read (`--bmc-timeout`, `bmc.timeout`), seconds. A 56-sensor board read cold (no SDR
+# cache) takes 12.2 s with ipmitool and 8.1 s with pyghmi at a BMC's latency (benchmarks/
+# bmc_ipmi_deadline.py; docs/HEALTH.md, "IPMI on real boards"); 20 s leaves 1.6x the slower.
+DEFAULT_TIMEOUT = 20.0
 
 
 class BmcConfigError(HealthError):
@@ -30,7 +34,7 @@ class BmcTarget:
     username: str
     password: str = field(default="", repr=False)
     insecure_tls: bool = False  # accept a self-signed Redfish certificate (said in the report)
-    timeout: float = 5.0
+    timeout: float = DEFAULT_TIMEOUT
     auth: str = "session"  # redfish: session (falls back to basic) | basic
 
     @property
