@@ -5,6 +5,10 @@ No installable package serves sessions, Power/PowerSubsystem, ThermalSubsystem a
 `Power`) and "gen14" (`ThermalSubsystem`, `PowerSubsystem/PowerSupplies/<n>`, `Sensors`). Tests change
 `BmcState` while the server runs; every answer is built from it at request time. The certificate is
 generated at fixture time and never stored in the repository.
+
+`BmcState(tree=load_mockup(folder))` serves a real BMC's captured tree instead (tests/fixtures/redfish/,
+PROVENANCE.md there) as it is, with the same sessions and TLS; `page_size` pages long collections with
+`Members@odata.nextLink` the way bmcweb pages log entries.
 """
 
 from __future__ import annotations
@@ -113,6 +117,8 @@ class BmcState:
     deleted_sessions: list = field(default_factory=list)
     requests: list = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    tree: dict | None = None  # a captured tree (load_mockup) served as it is, in place of the shaped one
+    page_size: int | None = None  # collections longer than this are paged with Members@odata.nextLink
 
 
 def _status(value, limits) -> dict:
@@ -143,8 +149,34 @@ class _Tree(dict):
         return doc
 
 
+def load_mockup(directory: Path) -> dict[str, dict]:
+    """A captured Redfish tree kept as DMTF mockups are (`<path below /redfish/v1>/index.json`),
+    path -> document; the service root is `index.json` at the top."""
+    tree = {}
+    for file in sorted(directory.rglob("index.json")):
+        rel = file.parent.relative_to(directory).as_posix()
+        tree[V1 if rel == "." else f"{V1}/{rel}"] = json.loads(file.read_text())
+    return tree
+
+
+def _page(doc: dict, query: str, size: int) -> dict:
+    """One page of a collection as bmcweb serves its log entries: `$skip`, and a next link while
+    members remain."""
+    members = doc.get("Members")
+    if not isinstance(members, list) or len(members) <= size:
+        return doc
+    skip = int(dict(q.split("=", 1) for q in query.split("&") if "=" in q).get("$skip", "0"))
+    doc = dict(doc, Members=members[skip : skip + size])
+    doc["Members@odata.count"] = len(members)
+    if skip + size < len(members):
+        doc["Members@odata.nextLink"] = f"{doc['@odata.id'].rstrip('/')}?$skip={skip + size}"
+    return doc
+
+
 def resources(state: BmcState) -> dict[str, dict]:
     """The whole tree for the current state, path -> document."""
+    if state.tree is not None:
+        return {p.rstrip("/"): doc for p, doc in state.tree.items()} | {"/redfish": {"v1": f"{V1}/"}}
     tree, gen14 = _Tree(), state.layout == "gen14"
     root = tree.add(V1, Id="RootService", RedfishVersion="1.17.0" if gen14 else "1.11.0", Vendor="Supermicro")
     root |= {"Oem": {"Supermicro": {}}, "Chassis": _link(f"{V1}/Chassis"), "Systems": _link(f"{V1}/Systems")}
@@ -295,6 +327,8 @@ class _Handler(BaseHTTPRequestHandler):
         expanded = doc.pop("_expanded", None)
         if expanded is not None and state.expand and "$expand" in parts.query:
             doc["Members"] = expanded
+        if state.page_size:
+            doc = _page(doc, parts.query, state.page_size)
         return self._send(200, doc)
 
     def _auth(self, state: BmcState) -> str | None:

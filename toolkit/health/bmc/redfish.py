@@ -1,10 +1,10 @@
-"""Read a BMC over Redfish: sensors, power supplies, chassis power and the event log (SEL).
+"""Read a BMC over Redfish: sensors, power supplies, chassis power and the event logs.
 
 Only the service root's path is fixed; everything else is found by following links, because vendors
-and generations differ. Supermicro serves `Chassis/<id>/Thermal` and `Power` up to generation 13, and
-`ThermalSubsystem`, `PowerSubsystem` and `Sensors` from generation 14; both layouts are read. Where a
-chassis has both, the legacy resources win: one request each instead of one per fan, sensor and power
-supply, and BMCs answer slowly.
+and generations differ. This module is the HTTP side (sessions, TLS, the deadline, the link walk);
+redfish_sensors.py reads a chassis in either layout (Supermicro serves `Thermal` and `Power` up to
+generation 13, `ThermalSubsystem`, `PowerSubsystem` and `Sensors` from generation 14), and
+redfish_logs.py reads every event log of the Systems and Managers.
 """
 
 from __future__ import annotations
@@ -12,25 +12,23 @@ from __future__ import annotations
 import os
 import ssl
 import warnings
+from collections import Counter
 from collections.abc import Iterator
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
 from toolkit.health import secrets
-from toolkit.health.bmc.model import THRESHOLD_NAMES, BmcError, BmcReading, SelEntry, Sensor
+from toolkit.health.bmc.model import BmcError, BmcReading, Sensor
+from toolkit.health.bmc.redfish_links import link_of, path_of
+from toolkit.health.bmc.redfish_logs import bmc_clock, read_logs
+from toolkit.health.bmc.redfish_sensors import read_chassis
 from toolkit.health.bmc.target import BmcTarget
-from toolkit.health.model import Status
 from toolkit.peer import Answer, Peer, PeerError
 
 ROOT = "/redfish/v1"
 DEFAULT_SESSIONS = "/redfish/v1/SessionService/Sessions"
 MISSING = {404, 405, 501}  # a resource (or a session service) this BMC does not have
-HEALTH = {"OK": Status.OK, "Warning": Status.WARNING, "Critical": Status.CRITICAL}
-# (Thermal/Power property level, Sensor `Thresholds` level, THRESHOLD_NAMES suffix)
-LEVELS = [("NonCritical", "Caution", "non_critical"), ("Critical", "Critical", "critical")]
-LEVELS += [("Fatal", "Fatal", "non_recoverable")]
 MAX_RESOURCES = 256  # resources one read fetches at most (a real BMC's tree needs a few dozen)
 MAX_MEMBERS = 64  # members read from one collection
 SPARE_SHARE = 0.3  # optional look-ups stop when less than this share of the deadline is left
@@ -140,11 +138,13 @@ class _Client:
         return doc
 
     def get_link(self, doc: dict, key: str) -> dict | None:
-        return self.get(_link(doc, key))
+        return self.get(link_of(doc, key))
 
     def members(self, path: str | None) -> list[dict]:
         collection = self.get(path) or {}
-        links = [link for m in collection.get("Members") or [] if isinstance(m, dict) and (link := _link(m))]
+        links = [
+            link for m in collection.get("Members") or [] if isinstance(m, dict) and (link := link_of(m))
+        ]
         unique = [link for link in dict.fromkeys(links) if link != path]  # a collection listing itself
         if len(unique) > MAX_MEMBERS:
             self.partial, unique = True, unique[:MAX_MEMBERS]
@@ -163,7 +163,7 @@ class _Client:
         if root is None:
             raise BmcError(f"{self.target.display} has no Redfish service at {ROOT}")
         if self.auth == "none":
-            advertised = _link(root.get("Links") or {}, "Sessions")
+            advertised = link_of(root.get("Links") or {}, "Sessions")
             self.login(advertised or (DEFAULT_SESSIONS if "SessionService" in root else None))
         return root
 
@@ -182,7 +182,7 @@ class _Client:
         self.http.headers["X-Auth-Token"] = token  # the peer sends it to the BMC's own origin only
         self.auth = "session"
         location = response.headers.get("Location") or (_json(response) or {}).get("@odata.id")
-        self.session_path = _path(location) if isinstance(location, str) else None
+        self.session_path = path_of(location) if isinstance(location, str) else None
         return None
 
     def use_basic(self) -> None:
@@ -202,197 +202,46 @@ class _Client:
 def _read(client: _Client) -> BmcReading:
     root = client.service_root()
     reading = BmcReading("redfish", client.target.display)
-    layouts = [_read_chassis(client, root, c, reading) for c in client.members(_link(root, "Chassis"))]
-    systems = client.members(_link(root, "Systems"))
+    layouts, placed = [], []
+    for chassis in client.members(link_of(root, "Chassis")):
+        layout, found = read_chassis(client, root, chassis)
+        layouts.append(layout)
+        placed += [(s, str(chassis.get("Id") or link_of(chassis) or "?")) for s in found]
+    reading.sensors = _placed(placed)
+    systems = client.members(link_of(root, "Systems"))
+    managers = client.members(link_of(root, "Managers"))
     reading.power_state = next(
         (POWER_STATES[s["PowerState"]] for s in systems if s.get("PowerState") in POWER_STATES), None
     )
-    sel = _read_sel(client, systems)
-    if sel is None:
-        sel = _read_sel(client, client.members(_link(root, "Managers")))
-    reading.sel = sel
+    reading.sel, logs = read_logs(client, systems + managers)
+    reading.clock = bmc_clock(managers)
     reading.info = {
         "vendor": root.get("Vendor") or next(iter(root.get("Oem") or {}), None),
         "redfish_version": root.get("RedfishVersion"),
         "layout": next((layout for layout in layouts if layout), None),
         "tls_verified": client.verify is not False,
         "auth": client.auth,
+        "logs_read": [f"{r['log']} ({r['entries']} entries)" for r in logs if r["read"]],
+        "logs_not_read": [f"{r['log']}: {r['why']}" for r in logs if not r["read"]],
+        "events_by_severity": dict(Counter(e.severity_label or "none" for e in reading.sel or [])),
     }
     if client.partial:
         reading.info["partial"] = "some sensor details skipped to stay within the time limit"
     return reading
 
 
-def _read_chassis(client: _Client, root: dict, chassis: dict, reading: BmcReading) -> str | None:
-    layout, found, sensors = _read_thermal(client, root, chassis)
-    found += _read_power(client, chassis, sensors)
-    names = {s.name for s in reading.sensors}
-    for sensor in found:
-        if sensor.name in names:  # a second chassis with the same sensor names
-            sensor.name = f"{sensor.name} ({chassis.get('Id') or _link(chassis)})"
-        names.add(sensor.name)
-        reading.sensors.append(sensor)
-    return layout
-
-
-def _read_thermal(client: _Client, root: dict, chassis: dict) -> tuple[str | None, list[Sensor], dict]:
-    if (thermal := client.get_link(chassis, "Thermal")) is not None:
-        found = [_sensor(t, "temperature", t.get("ReadingCelsius")) for t in thermal.get("Temperatures", [])]
-        return "thermal", found + [_legacy_fan(f) for f in thermal.get("Fans", [])], {}
-    if (subsystem := client.get_link(chassis, "ThermalSubsystem")) is not None:
-        sensors = _expanded_sensors(client, root, chassis)
-        return "thermal_subsystem", _thermal_subsystem(client, subsystem, sensors), sensors
-    return None, [], {}
-
-
-def _read_power(client: _Client, chassis: dict, sensors: dict[str, dict]) -> list[Sensor]:
-    if (power := client.get_link(chassis, "Power")) is not None:
-        found = [_sensor(v, "voltage", v.get("ReadingVolts")) for v in power.get("Voltages", [])]
-        found += [_psu(p, p.get("PowerInputWatts")) for p in power.get("PowerSupplies", [])]
-        for control in power.get("PowerControl", []):
-            if _number(control.get("PowerConsumedWatts")) is not None:
-                name = control.get("Name") or "Total Power"
-                found.append(_sensor(control, "power", control["PowerConsumedWatts"], name=name))
-        return found
-    found = [
-        _sensor(s, "voltage", s.get("Reading")) for s in sensors.values() if s.get("ReadingType") == "Voltage"
-    ]
-    for psu in client.members(_link(client.get_link(chassis, "PowerSubsystem") or {}, "PowerSupplies")):
-        metrics = (client.get_link(psu, "Metrics") if client.spare() else None) or {}
-        found.append(_psu(psu, (metrics.get("InputPowerWatts") or {}).get("Reading")))
-    return found
-
-
-def _expanded_sensors(client: _Client, root: dict, chassis: dict) -> dict[str, dict]:
-    """The chassis' Sensors collection in one request, where the BMC can expand it; else none."""
-    expand = (root.get("ProtocolFeaturesSupported") or {}).get("ExpandQuery") or {}
-    mark = "." if expand.get("NoLinks") else "*" if expand.get("ExpandAll") else None
-    path = _link(chassis, "Sensors")
-    if not (path and mark):
-        return {}
-    collection = client.get(f"{path}?$expand={mark}" + ("($levels=1)" if expand.get("Levels") else "")) or {}
-    return {_link(m): m for m in collection.get("Members", []) if "Reading" in m}
-
-
-def _thermal_subsystem(client: _Client, subsystem: dict, sensors: dict[str, dict]) -> list[Sensor]:
-    def source(excerpt: dict) -> dict:  # the Sensor resource behind an excerpt: its limits and health
-        path = _path(excerpt.get("DataSourceUri") or "")
-        if path and path not in sensors and client.spare():
-            sensors[path] = client.get(path) or {}
-        return sensors.get(path) or {}
-
-    found = []
-    for excerpt in (client.get_link(subsystem, "ThermalMetrics") or {}).get("TemperatureReadingsCelsius", []):
-        doc = source(excerpt)
-        name = doc.get("Name") or excerpt.get("DeviceName") or _path(excerpt.get("DataSourceUri") or "?")
-        found.append(_sensor(doc, "temperature", excerpt.get("Reading"), name=name.rsplit("/", 1)[-1]))
-    for fan in client.members(_link(subsystem, "Fans")):
-        speed = fan.get("SpeedPercent") or {}
-        doc, rpm = source(speed), speed.get("SpeedRPM")
-        if doc.get("ReadingUnits") == "RPM":
-            found.append(
-                _sensor(doc, "fan", rpm if rpm is not None else doc.get("Reading"), fan, name=_name(fan))
-            )
-        elif rpm is not None:  # the data source is a percent sensor: its limits are not in RPM
-            found.append(_sensor(fan, "fan", rpm, doc, thresholds={}))
-        else:
-            found.append(_duty_fan(_name(fan), speed.get("Reading"), _thresholds(doc), fan, doc))
-    return found
-
-
-def _legacy_fan(doc: dict) -> Sensor:
-    name = doc.get("Name") or doc.get("FanName") or str(doc.get("MemberId", "fan"))
-    if doc.get("ReadingUnits", "RPM") == "RPM":
-        return _sensor(doc, "fan", doc.get("Reading"), name=name)
-    return _duty_fan(name, doc.get("Reading"), _thresholds(doc), doc)
-
-
-def _duty_fan(name: str, percent, thresholds: dict, *docs: dict) -> Sensor:
-    """A fan known only by its duty cycle: not an RPM figure, so it stays out of the RPM metric."""
-    if _number(percent) is None:  # no reading at all: an empty fan header
-        return _sensor(docs[0], "fan", None, *docs[1:], name=name, thresholds=thresholds)
-    sensor = _sensor(docs[0], "other", percent, *docs[1:], name=f"{name} duty", thresholds=thresholds)
-    if sensor.present and percent <= 0:
-        sensor.state, sensor.states = Status.CRITICAL, ["fan stopped (0 %)"]
-    return sensor
-
-
-def _psu(doc: dict, watts) -> Sensor:
-    sensor = _sensor(doc, "psu", None, thresholds={})
-    status = doc.get("Status") or {}
-    health, offline = status.get("Health"), status.get("State") in ("UnavailableOffline", "Disabled")
-    sensor.failed = health == "Critical" or (offline and health not in (None, "OK"))
-    sensor.power_watts = _number(watts) if sensor.present else None
-    return sensor
-
-
-def _sensor(doc: dict, kind: str, value, *more: dict, name: str | None = None, thresholds=None) -> Sensor:
-    """A sensor named after and limited by `doc`, judged by the worst Status.Health of `doc` and `more`
-    (the BMC's own verdict); any Status.State "Absent" means not present."""
-    sensor = Sensor(name or _name(doc), kind, value)  # the model turns NaN or text into "no reading"
-    sensor.thresholds = _thresholds(doc) if thresholds is None else thresholds
-    for resource in (doc, *more):
-        status = resource.get("Status") or {}
-        level = HEALTH.get(status.get("Health"), Status.OK)
-        if level is not Status.OK:
-            sensor.states.append(f"BMC reports health {status['Health']}")
-            sensor.state = level if level.severity > sensor.state.severity else sensor.state
-        sensor.present &= status.get("State") != "Absent"
-    return sensor
-
-
-def _thresholds(doc: dict) -> dict[str, float]:
-    """Limits in either style: `UpperThresholdCritical: 85` (Thermal, Power) or
-    `Thresholds: {UpperCritical: {Reading: 85}}` (Sensor resources)."""
-    limits = doc.get("Thresholds") or {}
-    found = {}
-    for side in ("Upper", "Lower"):
-        for legacy, current, suffix in LEVELS:
-            value = doc.get(f"{side}Threshold{legacy}")
-            if value is None:
-                value = (limits.get(f"{side}{current}") or {}).get("Reading")
-            found[f"{side.lower()}_{suffix}"] = value
-    return {name: float(found[name]) for name in THRESHOLD_NAMES if _number(found[name]) is not None}
-
-
-def _read_sel(client: _Client, owners: list[dict]) -> list[SelEntry] | None:
-    for owner in owners:
-        for service in client.members(_link(owner, "LogServices")):
-            entries = client.get_link(service, "Entries") if _is_sel(service) else None
-            if entries is not None:
-                members = sorted(entries.get("Members", []), key=lambda e: str(e.get("Created") or ""))
-                return [_sel_entry(e) for e in members]
-    return None
-
-
-def _is_sel(service: dict) -> bool:
-    words = " ".join(str(service.get(k, "")) for k in ("Id", "Name", "Description")).upper()
-    return service.get("LogEntryType") == "SEL" or "SEL" in words.split() or "SYSTEM EVENT" in words
-
-
-def _sel_entry(entry: dict) -> SelEntry:
-    message = str(entry.get("Message") or entry.get("MessageId") or "")
-    return SelEntry(entry.get("Created"), message, HEALTH.get(entry.get("Severity"), Status.OK))
-
-
-def _name(doc: dict) -> str:
-    return str(doc.get("Name") or doc.get("MemberId") or doc.get("Id") or "?")
-
-
-def _link(doc: dict, key: str | None = None) -> str | None:
-    """The path of `doc[key]` (or of doc itself) without host and fragment: requests go only to the target."""
-    ref = doc.get(key) if key else doc
-    uri = ref.get("@odata.id") if isinstance(ref, dict) else None
-    return _path(uri) if isinstance(uri, str) and uri else None
-
-
-def _path(uri: str) -> str:
-    parts = urlsplit(uri)
-    return parts.path + (f"?{parts.query}" if parts.query else "")
-
-
-def _number(value) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+def _placed(found: list[tuple[Sensor, str]]) -> list[Sensor]:
+    """The sensors, where several chassis have one of the same name told apart by their chassis too
+    (Cray's two mezzanine cards carry the same 20 sensors)."""
+    chassis_of: dict[str, set[str]] = {}
+    for sensor, place in found:
+        chassis_of.setdefault(sensor.name, set()).add(place)
+    per_place = Counter((sensor.name, place) for sensor, place in found)
+    for sensor, place in found:
+        if len(chassis_of[sensor.name]) > 1:  # the chassis alone where it is enough
+            alone = per_place[(sensor.name, place)] == 1 or not sensor.where
+            sensor.where = place if alone else f"{place} {sensor.where}"
+    return [sensor for sensor, _ in found]
 
 
 def _json(response: Answer) -> dict | None:
