@@ -22,6 +22,8 @@ case "${1:-}" in
     # the health tests talk to a simulated BMC (OpenIPMI's ipmi_sim) with pyghmi and ipmitool
     test_packages="debootstrap systemd-container socat iproute2 openssh-client zstd apt-utils gnupg dpkg-dev"
     test_packages="$test_packages openipmi ipmitool"
+    # `toolkit health --prom` output is checked with Prometheus's own linter (promtool check metrics)
+    test_packages="$test_packages prometheus"
     # `toolkit report` is checked by rendering it in headless Chromium and reading the picture back
     test_packages="$test_packages chromium tesseract-ocr"
     ;;

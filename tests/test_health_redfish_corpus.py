@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -148,6 +150,14 @@ def test_toolkit_health_on_each_capture(certificate, system, tmp_path):
     series = [line for line in prom.read_text().splitlines() if line.startswith("toolkit_check_status{")]
     assert len(series) == len(names)  # every check its own Prometheus series
     assert sum('check="bmc.psu.' in line for line in series) == psus
+    promtool = shutil.which(
+        "promtool"
+    )  # Debian's `prometheus` package; scripts/install.sh --test installs it
+    if promtool:  # the textfile of every real BMC passes Prometheus's own linter
+        lint = subprocess.run(
+            [promtool, "check", "metrics"], input=prom.read_text(), capture_output=True, text=True, timeout=60
+        )
+        assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 # --- defect by defect -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import difflib
 import importlib
 import json
@@ -239,9 +240,9 @@ def run_command(run, args: argparse.Namespace, debug: bool = False) -> int:
     except BrokenPipeError as exc:
         if _stdout_closed():
             return _leave_quietly()
-        return _ended(exc, family, debug, watched)
+        return _ended(exc, family, debug, watched, _nagios(args))
     except (Exception, KeyboardInterrupt) as exc:
-        return _ended(exc, family, debug, watched)
+        return _ended(exc, family, debug, watched, _nagios(args))
     finally:
         if watched:
             sys.stdout = watched._stream
@@ -256,7 +257,11 @@ def _redacted(ending: Ending) -> Ending:
     return dataclasses.replace(ending, message=redact(ending.message), hint=redact(ending.hint))
 
 
-def _ended(exc: BaseException, family, debug: bool, watched: _Watched | None) -> int:
+def _nagios(args: argparse.Namespace) -> bool:
+    return getattr(args, "nagios", False) is True
+
+
+def _ended(exc: BaseException, family, debug: bool, watched: _Watched | None, nagios: bool = False) -> int:
     ending = _redacted(ending_of(exc, family))
     try:
         if debug:
@@ -264,6 +269,12 @@ def _ended(exc: BaseException, family, debug: bool, watched: _Watched | None) ->
         report_error(ending)
     except OSError:  # stderr is gone too: the exit code still tells
         pass
+    if nagios:  # a monitoring system reads stdout: UNKNOWN first, as the plugin guidelines ask
+        from toolkit.health.nagios import error_text
+
+        with contextlib.suppress(OSError):
+            sys.stdout.write(error_text(ending.message, ending.hint))
+            sys.stdout.flush()
     if watched and not watched.written:
         try:
             watched.write(json.dumps(ending.as_json(), indent=1) + "\n")

@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="accept a self-signed Redfish certificate (the report says so)",
     )
-    p.add_argument("--bmc-timeout", type=float, metavar="S", help="bound on the whole BMC read (default 5 s)")
+    p.add_argument("--bmc-timeout", type=float, metavar="S", help="bound on the BMC read (default 20 s)")
     p.add_argument(
         "--bmc-tool",
         choices=("auto", "pyghmi", "ipmitool"),
@@ -49,7 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="settings file (the health_report role writes /etc/toolkit/health.yml)",
     )
-    p.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print the report as JSON instead of the table")
+    shape.add_argument(
+        "--nagios",
+        action="store_true",
+        help="print Nagios/Icinga plugin output instead of the table: 'STATUS - summary | perfdata', "
+        "then one line per check (the exit code is the status)",
+    )
     p.add_argument("--all", action="store_true", help="table: also show the per-GPU detail series")
     p.add_argument("--prom", metavar="FILE", help="write a node_exporter textfile (atomically)")
     p.add_argument("--save-dir", metavar="DIR", help="store this report as JSON in DIR (locked, pruned)")
@@ -84,6 +91,15 @@ def run(args: argparse.Namespace) -> int:
     from toolkit.health import config, prom, secrets, store
     from toolkit.health.run import Options, collect
 
+    if args.history and args.nagios:
+        raise HealthError(
+            "--nagios reports a collection, not the stored history", hint="use --history --json"
+        )
+    if args.inventory and args.nagios:
+        raise HealthError(
+            "--nagios reports one node",
+            hint="run it on each node (the health_report role does), or use --json with -i",
+        )
     if args.inventory:
         from toolkit.errors import ToolkitError
         from toolkit.fleet.health import run_health
@@ -132,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
             write_text_atomic(prom_file, secrets.redact(prom.render(report, time.time())))
     if args.json:
         sys.stdout.write(json.dumps(doc, indent=1, allow_nan=False) + "\n")
+    elif args.nagios:
+        from toolkit.health import nagios
+
+        sys.stdout.write(nagios.render(report))
     else:
         from toolkit.console import out
         from toolkit.health.table import render
