@@ -87,7 +87,7 @@ TABLE = {
         {"SL"},
     ),
     "hpe-ilo5-xl675d": (
-        "warning",
+        "ok",  # two of its six PSU bays are empty (State: Absent): four supplies work, so no warning
         65,
         15,
         0,
@@ -298,3 +298,21 @@ def test_rated_psu_capacity_is_never_a_reading(certificate):
     assert checks["bmc.power.Power Supply Bay output"].value == 325.0
     assert 800.0 not in values
     assert checks["bmc.psu.Power Supply Bay"].status is Status.WARNING  # Health: Warning (predicted failure)
+
+
+def test_empty_psu_bays_warn_only_without_redundancy(certificate):
+    """The XL675d capture has six PSU bays and four supplies: its empty bays are OK. The same reading with
+    only one supply left (simulated: the capture's PSUs marked absent) warns for every empty bay."""
+    with serve(certificate, "hpe-ilo5-xl675d") as bmc:
+        reading = read(bmc)
+    checks = checks_of(reading)
+    empty = [c for n, c in checks.items() if n.startswith("bmc.psu.") and c.value == "absent"]
+    assert len(empty) == 2 and all(c.status is Status.OK for c in empty)
+    assert all(c.detail == "bay empty (4 other supplies working)" for c in empty)
+    psus = [s for s in reading.sensors if s.kind == "psu"]
+    for s in psus[1:]:
+        s.present = False
+    checks = checks_of(reading)
+    absent = [c for n, c in checks.items() if n.startswith("bmc.psu.") and c.value == "absent"]
+    assert len(absent) == 5 and all(c.status is Status.WARNING for c in absent)
+    assert "no redundancy" in absent[0].detail

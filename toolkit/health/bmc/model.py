@@ -237,9 +237,10 @@ def bmc_checks(reading: BmcReading, sel_limit: int = 10, sel_window_hours: float
         "bmc", info={"protocol": reading.protocol, "target": reading.target, **reading.info}
     )
     unique_names(reading.sensors)
+    working = sum(1 for s in reading.sensors if s.kind == "psu" and s.present and not s.failed)
     for s in reading.sensors:
         if s.kind == "psu":
-            _psu_checks(result, s)
+            _psu_checks(result, s, working)
         else:
             _sensor_check(result, s)
     if reading.power_state is not None:
@@ -263,12 +264,19 @@ def bmc_checks(reading: BmcReading, sel_limit: int = 10, sel_window_hours: float
     return result
 
 
-def _psu_checks(result: CollectorResult, s: Sensor) -> None:
-    """A power supply: present, failed or absent, and its input power where it reports one."""
+def _psu_checks(result: CollectorResult, s: Sensor, working: int) -> None:
+    """A power supply: present, failed or absent, and its input power where it reports one. An empty bay
+    warns only while fewer than two supplies work (no redundancy left): a chassis with six bays and four
+    supplies fitted is healthy, and a supply pulled out of a pair warns (its removal is also a SEL event)."""
     if s.failed:
         status, detail = Status.CRITICAL, f"power supply {s.name} failure asserted"
+    elif not s.present and working < 2:
+        status, detail = (
+            Status.WARNING,
+            f"power supply {s.name} not present ({working} working: no redundancy)",
+        )
     elif not s.present:
-        status, detail = Status.WARNING, f"power supply {s.name} not present"
+        status, detail = Status.OK, f"bay empty ({working} other supplies working)"
     else:
         status, why = threshold_status(s)
         detail = why or "present, no failure"
