@@ -13,6 +13,7 @@ import contextlib
 import json
 import shutil
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -316,3 +317,19 @@ def test_empty_psu_bays_warn_only_without_redundancy(certificate):
     absent = [c for n, c in checks.items() if n.startswith("bmc.psu.") and c.value == "absent"]
     assert len(absent) == 5 and all(c.status is Status.WARNING for c in absent)
     assert "no redundancy" in absent[0].detail
+
+
+def test_log_paging_stops_at_the_deadline_and_keeps_what_it_read(certificate):
+    """pins: defect 8 (paging within the deadline). HPE's IEL (218 entries) served two a page by a slow BMC
+    (simulated latency): the read ends inside its deadline, keeps the pages it got and says the log is
+    partial instead of running over or dropping the log."""
+    timeout = 4.0
+    with serve(certificate, "hpe-ilo5-dl325", page_size=2, delay=0.02) as bmc:
+        started = time.monotonic()
+        reading = read(bmc, timeout=timeout)
+        elapsed = time.monotonic() - started
+    iel = [e for e in reading.sel if e.log == "IEL"]
+
+    assert elapsed < timeout + 1.0
+    assert 0 < len(iel) < 218
+    assert any(entry.startswith("IEL") and "partial" in entry for entry in reading.info["logs_read"])

@@ -221,7 +221,11 @@ def _read(client: _Client) -> BmcReading:
         "layout": next((layout for layout in layouts if layout), None),
         "tls_verified": client.verify is not False,
         "auth": client.auth,
-        "logs_read": [f"{r['log']} ({r['entries']} entries)" for r in logs if r["read"]],
+        "logs_read": [
+            f"{r['log']} ({r['entries']} entries" + ("; partial: time limit)" if r.get("partial") else ")")
+            for r in logs
+            if r["read"]
+        ],
         "logs_not_read": [f"{r['log']}: {r['why']}" for r in logs if not r["read"]],
         "events_by_severity": dict(Counter(e.severity_label or "none" for e in reading.sel or [])),
     }
