@@ -37,7 +37,7 @@ CLOCK_EVENT_STATUS: dict[str, Status] = {
 CLOCK_EVENT_TEXT: dict[str, str] = {
     "gpu_idle": "idle",
     "applications_clocks_setting": "application clocks setting",
-    "sw_power_cap": "SW power cap (at the power limit)",
+    "sw_power_cap": "SW power cap",  # at the limit only when the draw is near it: the health rule says which
     "hw_slowdown": "HW slowdown",
     "sync_boost": "sync boost",
     "sw_thermal_slowdown": "SW thermal slowdown",

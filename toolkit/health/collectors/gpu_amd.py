@@ -22,7 +22,7 @@ Rules (check names carry amdsmi's processor index: `amd0.temperature`):
 Metric names are the NVIDIA collector's, with labels gpu, name, uuid, vendor="amd" (and sensor= on
 temperatures): toolkit_gpu_temperature_celsius, toolkit_gpu_power_watts, toolkit_gpu_power_limit_watts,
 toolkit_gpu_memory_used_bytes, toolkit_gpu_memory_total_bytes, toolkit_gpu_utilization_ratio,
-toolkit_gpu_count, toolkit_gpu_driver_info.
+toolkit_gpus, toolkit_gpu_driver_info.
 """
 
 from __future__ import annotations
@@ -283,12 +283,12 @@ def checks_from_amdsmi(
             found,
             None,
             f"expected {expect_gpus}, found {found}",
-            "toolkit_gpu_count",
+            "toolkit_gpus",
             vendor="amd",
         )
     else:
         detail = f"{found} AMD GPU(s) visible" + (f", {expect_gpus} expected" if expect_gpus else "")
-        add(result, "amd.count", Status.OK, found, None, detail, "toolkit_gpu_count", vendor="amd")
+        add(result, "amd.count", Status.OK, found, None, detail, "toolkit_gpus", vendor="amd")
     driver = raw.get("driver_version")
     add(
         result,

@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import json
 import platform
+import shutil
+import subprocess
+import time
 from typing import Any
 
 from toolkit.health.collector import Context
+from toolkit.health.collectors import gpu_nvidia_state as state
+from toolkit.health.collectors.gpu_nvidia_fields import EXTRA_FIELDS, GPU_FIELDS, read_extra
 from toolkit.health.collectors.gpu_nvidia_rules import checks_from_nvml
+from toolkit.health.collectors.gpu_nvidia_smi import CaptureError, snapshot_from_capture
 from toolkit.health.collectors.gpu_rules import COLLECTOR, gpu_settings
+from toolkit.health.collectors.gpu_xid import boot_id, read_kernel_xids
 from toolkit.health.model import CollectorResult
 from toolkit.nvml import (
     NvmlGuard,
@@ -28,35 +35,13 @@ from toolkit.nvml import (
     text,
 )
 
-# every key of one GPU in a snapshot, so recorded fixtures can be held to the reader's shape
-GPU_FIELDS = (
-    "index", "name", "uuid", "pci_bus_id",
-    "temperature_c", "temperature_slowdown_c", "temperature_shutdown_c",
-    "temperature_gpu_max_c", "temperature_memory_max_c",
-    "power_w", "power_limit_w",
-    "memory_total_bytes", "memory_used_bytes", "memory_reserved_bytes",
-    "utilization_gpu_percent", "utilization_memory_percent",
-    "sm_clock_mhz", "mem_clock_mhz", "sm_clock_max_mhz", "mem_clock_max_mhz", "performance_state",
-    "clocks_event_reasons", "clocks_event_reasons_decoded",
-    "ecc_mode_current", "ecc_mode_pending",
-    "ecc_corrected_volatile", "ecc_corrected_aggregate",
-    "ecc_uncorrected_volatile", "ecc_uncorrected_aggregate",
-    "retired_pages_single_bit", "retired_pages_double_bit", "retired_pages_pending",
-    "remapped_rows_correctable", "remapped_rows_uncorrectable",
-    "remapped_rows_pending", "remapped_rows_failure",
-    "pcie_link_gen_current", "pcie_link_gen_max", "pcie_link_gen_gpu_max",
-    "pcie_link_width_current", "pcie_link_width_max",
-    "persistence_mode", "fan_speed_percent",
-    "unsupported", "errors",
-)  # fmt: skip
-
 
 def _read_gpu(nvml, index: int) -> dict:
     gpu: dict[str, Any] = {"index": index}
     g = NvmlGuard(nvml)
     h = g.get("handle", ("nvmlDeviceGetHandleByIndex", index))
     if h is None:  # every other field stays None; the rules report the GPU as unreadable
-        unreadable = dict.fromkeys(GPU_FIELDS)
+        unreadable = dict.fromkeys((*GPU_FIELDS, *EXTRA_FIELDS))
         unreadable.update(index=index, unsupported=["handle"], errors=g.errors)
         return unreadable
 
@@ -167,10 +152,11 @@ def _read_gpu(nvml, index: int) -> dict:
     persistence = g.get("persistence_mode", ("nvmlDeviceGetPersistenceMode", h))
     gpu["persistence_mode"] = bool(persistence) if persistence is not None else None
     gpu["fan_speed_percent"] = g.get("fan_speed_percent", ("nvmlDeviceGetFanSpeed", h))
+    gpu.update(read_extra(nvml, g, h))
 
     gpu["unsupported"] = sorted(g.errors)
     gpu["errors"] = g.errors
-    return {field: gpu.get(field) for field in GPU_FIELDS}
+    return {field: gpu.get(field) for field in (*GPU_FIELDS, *EXTRA_FIELDS)}
 
 
 def read_nvml() -> dict:
@@ -205,15 +191,59 @@ def read_nvml() -> dict:
         shutdown(pynvml)
 
 
-def collect(expect_gpus: int | None = None, thresholds: dict | None = None) -> CollectorResult:
-    return checks_from_nvml(read_nvml(), expect_gpus, thresholds)
+def read_nvidia_smi(timeout: float = 30.0) -> dict | None:
+    """`nvidia-smi -q -x` read as a snapshot, for a node without nvidia-ml-py; None without nvidia-smi."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        done = subprocess.run([exe, "-q", "-x"], capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return {"available": False, "source": "nvidia-smi", "error": f"nvidia-smi: {type(err).__name__}"}
+    if done.returncode != 0:
+        why = (done.stdout.strip() or done.stderr.strip() or f"exit {done.returncode}").splitlines()[0]
+        return {"available": False, "source": "nvidia-smi", "error": f"nvidia-smi: {why}"}
+    try:
+        return snapshot_from_capture(done.stdout, platform.system())
+    except CaptureError as err:
+        return {"available": False, "source": "nvidia-smi", "error": f"nvidia-smi -q -x: {err}"}
+
+
+def read_node() -> dict:
+    """NVML, else `nvidia-smi -q -x` where nvidia-ml-py is missing; with the kernel's XID events."""
+    raw = read_nvml()
+    if not raw["available"] and raw["error"].startswith("nvidia-ml-py is not installed"):
+        raw = read_nvidia_smi() or raw
+    if raw["available"]:
+        raw["collected_at"] = time.time()
+        raw["boot_id"] = boot_id()
+        if raw.get("os") == "Linux":
+            raw["xid"] = read_kernel_xids()
+    return raw
+
+
+def collect(
+    expect_gpus: int | None = None, thresholds: dict | None = None, state_dir: str | None = None
+) -> CollectorResult:
+    """The GPU section; with `state_dir`, XID events and PCIe replay growth are judged since the last run."""
+    previous = state.load(state_dir)
+    raw = read_node()
+    result = checks_from_nvml(raw, expect_gpus, thresholds, previous)
+    if raw["available"]:
+        result.info["source"] = raw.get("source")
+        problem = state.save(state_dir, state.next_state(raw, raw.get("boot_id"), raw["collected_at"]))
+        if problem:
+            result.info["state"] = problem
+    return result
 
 
 class NvidiaCollector:
     name = COLLECTOR
 
     def collect(self, ctx: Context) -> CollectorResult:
-        return collect(*gpu_settings(ctx))
+        # the health store's folder keeps the GPU state: --save-dir when the run passes it, else report_dir
+        state_dir = getattr(ctx.opts, "state_dir", None) or ctx.config.get("report_dir")
+        return collect(*gpu_settings(ctx), state_dir)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ Rules (check names carry the NVML index: `gpu0.temperature`):
 - `gpuN.power`, `gpuN.memory`, `gpuN.utilization`, `gpuN.clocks`, `gpuN.fan`: measurements, OK.
 - `gpuN.clock_events`: an active HW slowdown, HW thermal slowdown or HW power brake is CRITICAL (the
   board itself is pulling clocks down: cooling, PSU or power cable trouble); SW thermal slowdown is
-  WARNING; SW power cap, idle, application clocks, sync boost and display clock are normal (OK).
+  WARNING; SW power cap, idle, application clocks, sync boost and display clock are normal (OK). The SW
+  power cap is called "at the power limit" only with the draw within 10% of the limit; otherwise the
+  detail gives the draw and its share of the limit.
 - `gpuN.ecc`: volatile (since driver load) uncorrected errors > 0 CRITICAL; aggregate (lifetime)
   uncorrected > 0 WARNING; corrected only: OK with the count. ECC disabled: OK, said in the detail.
 - `gpuN.row_remapping` (Ampere and later, where NVML reports remapped rows): a pending remap is
@@ -26,6 +28,11 @@ Rules (check names carry the NVML index: `gpu0.temperature`):
   the idle clock event) — at idle a lower generation is normal power saving (OK). A slot slower than
   the GPU (`GpuMaxPcieLinkGeneration` above `MaxPcieLinkGeneration`) is said in the detail, OK.
 - `gpuN.persistence`: off is WARNING on Linux ("enable nvidia-persistenced"); elsewhere OK.
+- Temperature limits below 20 °C are T.Limit margins, never limits (`gpu_nvidia_smi` turns margins into
+  limits where the current margin is known).
+- `gpuN.temperature.memory`, `gpuN.pcie.replay`, `gpuN.fabric`, `gpuN.recovery_action`, `gpuN.nvlink`,
+  `gpu.xid` / `gpuN.xid`, and row remapping on a GPU whose remap state is unreadable (MIG): see
+  `gpu_nvidia_checks`.
 
 A summary check (`gpuN.ecc`, `gpuN.clock_events`, `gpuN.pcie`, `gpuN.row_remapping`,
 `gpuN.retired_pages`) carries the verdict and no metric; the series behind it are exported by checks
@@ -40,12 +47,24 @@ toolkit_gpu_clock_event_active{reason}, toolkit_gpu_ecc_errors_total{type,scope}
 toolkit_gpu_remapped_rows_total{type}, toolkit_gpu_row_remap_pending, toolkit_gpu_row_remap_failure,
 toolkit_gpu_retired_pages_total{cause}, toolkit_gpu_retired_pages_pending, toolkit_gpu_pcie_link_width,
 toolkit_gpu_pcie_link_width_max, toolkit_gpu_pcie_link_generation, toolkit_gpu_pcie_link_generation_max,
-toolkit_gpu_persistence_mode, toolkit_gpu_fan_speed_ratio, toolkit_gpu_count,
-toolkit_gpu_driver_info{driver_version,cuda_version}.
+toolkit_gpu_persistence_mode, toolkit_gpu_fan_speed_ratio, toolkit_gpus,
+toolkit_gpu_driver_info{driver_version,cuda_version}, toolkit_gpu_memory_temperature_celsius,
+toolkit_gpu_pcie_replay_total, toolkit_gpu_fabric_state, toolkit_gpu_recovery_action,
+toolkit_gpu_nvlink_links_active, toolkit_gpu_xid_last_code.
 """
 
 from __future__ import annotations
 
+from toolkit.health.collectors.gpu_nvidia_checks import (
+    fabric,
+    has_row_remapping,
+    memory_temperature,
+    nvlink,
+    pcie_replay,
+    recovery_action,
+    row_remapping_unread,
+    xid_checks,
+)
 from toolkit.health.collectors.gpu_nvidia_memory import ecc_checks, retired_pages_checks, row_remapping_checks
 from toolkit.health.collectors.gpu_rules import (
     COLLECTOR,
@@ -63,14 +82,21 @@ from toolkit.nvml import CLOCK_EVENT_REASONS, CLOCK_EVENT_STATUS, CLOCK_EVENT_TE
 DEFAULT_WARNING_C = 83.0
 DEFAULT_CRITICAL_C = 90.0
 LOST_ERRORS = {"GpuIsLost", "ResetRequired"}
+MIN_LIMIT_C = 20.0
+POWER_CAP_NEAR = 0.9  # the SW power cap "at the limit" only when the draw is within 10% of it
 
 
 def _temperature(result: CollectorResult, prefix: str, gpu: dict, thresholds: dict | None, labels: dict):
     temp = gpu.get("temperature_c")
     slowdown, shutdown = gpu.get("temperature_slowdown_c"), gpu.get("temperature_shutdown_c")
+    # a "threshold" this low is a T.Limit margin (degrees past T.Limit), never a limit to compare with
+    slowdown = slowdown if slowdown is None or slowdown >= MIN_LIMIT_C else None
+    shutdown = shutdown if shutdown is None or shutdown >= MIN_LIMIT_C else None
     warning, critical, source = temperature_limits(
         slowdown, thresholds, DEFAULT_WARNING_C, DEFAULT_CRITICAL_C
     )
+    if slowdown and gpu.get("temperature_limits") == "tlimit" and source == "slowdown threshold":
+        source = "slowdown threshold (from the T.Limit margin)"
     if temp is None:
         status, detail = Status.OK, "temperature not supported"
     else:
@@ -153,7 +179,8 @@ def _clock_events(result: CollectorResult, prefix: str, gpu: dict, labels: dict)
         if level.severity > status.severity:
             status = level
     bad = [CLOCK_EVENT_TEXT[n] for n in active if n in CLOCK_EVENT_STATUS]
-    normal = [CLOCK_EVENT_TEXT.get(n, n) for n in active if n not in CLOCK_EVENT_STATUS]
+    normal = [_power_cap_text(gpu) if n == "sw_power_cap" else CLOCK_EVENT_TEXT.get(n, n)
+              for n in active if n not in CLOCK_EVENT_STATUS]  # fmt: skip
     if bad:
         detail = f"{', '.join(bad)} active: clocks held down by the board (cooling or power delivery)"
         if normal:
@@ -184,6 +211,19 @@ def _clock_events(result: CollectorResult, prefix: str, gpu: dict, labels: dict)
             **labels,
             reason=name,
         )
+
+
+def _power_cap_text(gpu: dict) -> str:
+    """The SW power cap says the driver held clocks for power; only a draw near the limit is "at" it."""
+    power, limit = gpu.get("power_w"), gpu.get("power_limit_w")
+    if power is None or not limit:
+        return "SW power cap (power draw unknown)"
+    share = f"{power:.0f} of {limit:.0f} W, {100 * power / limit:.0f}%"
+    if power >= POWER_CAP_NEAR * limit:
+        return f"SW power cap: at the power limit ({share})"
+    return (
+        f"SW power cap flagged at {share} of the limit: not at the power limit (a short peak, or a lower cap)"
+    )
 
 
 def _busy(gpu: dict) -> bool | None:
@@ -280,9 +320,14 @@ def _fan(result: CollectorResult, prefix: str, gpu: dict, labels: dict):
 
 
 def checks_from_nvml(
-    raw: dict, expect_gpus: int | None = None, thresholds: dict | None = None
+    raw: dict,
+    expect_gpus: int | None = None,
+    thresholds: dict | None = None,
+    previous: dict | None = None,
+    now: float | None = None,
 ) -> CollectorResult:
-    """Judge a `read_nvml()` snapshot (live or recorded); see the module docstring for the rules."""
+    """Judge a `read_nvml()` snapshot (live or recorded); see the module docstring for the rules.
+    `previous`: the state the last run left (`gpu_nvidia_state`), for XID and PCIe replay growth."""
     result = CollectorResult(COLLECTOR)
     if not raw.get("available"):
         report_no_driver(
@@ -311,11 +356,11 @@ def checks_from_nvml(
             found,
             None,
             f"expected {expect_gpus}, found {found}",
-            "toolkit_gpu_count",
+            "toolkit_gpus",
         )
     else:
         detail = f"{found} NVIDIA GPU(s) visible" + (f", {expect_gpus} expected" if expect_gpus else "")
-        add(result, "gpu.count", Status.OK, found, None, detail, "toolkit_gpu_count")
+        add(result, "gpu.count", Status.OK, found, None, detail, "toolkit_gpus")
 
     driver, cuda = raw.get("driver_version"), raw.get("cuda_driver_version")
     add(
@@ -331,6 +376,11 @@ def checks_from_nvml(
         cuda_version=cuda or "",
     )
 
+    previous = previous or {}
+    same_boot = bool(previous) and previous.get("boot_id") == raw.get("boot_id")
+    events = xid_checks(result, raw, previous, same_boot)
+    replays = (previous.get("pcie_replay") or {}) if same_boot else {}
+    now = raw.get("collected_at") if now is None else now
     os_name = raw.get("os") or "Linux"
     for gpu in gpus:
         index = gpu.get("index")
@@ -353,6 +403,7 @@ def checks_from_nvml(
             if "handle" in errors:
                 continue
         _temperature(result, prefix, gpu, thresholds, labels)
+        memory_temperature(result, prefix, gpu, labels)
         power_checks(result, prefix, gpu, labels)
         memory_checks(result, prefix, gpu, labels)
         _utilization(result, prefix, gpu, labels)
@@ -362,9 +413,15 @@ def checks_from_nvml(
         remap_fields = ("remapped_rows_correctable", "remapped_rows_pending", "remapped_rows_failure")
         if any(gpu.get(f) is not None for f in remap_fields):
             row_remapping_checks(result, prefix, gpu, labels)
+        elif has_row_remapping(gpu):  # MIG mode hides the remap state; it is not "no remapping"
+            row_remapping_unread(result, prefix, gpu, events, labels)
         else:
             retired_pages_checks(result, prefix, gpu, labels)
         _pcie(result, prefix, gpu, labels)
+        pcie_replay(result, prefix, gpu, replays.get(gpu.get("uuid")), now or 0.0, labels)
         _persistence(result, prefix, gpu, os_name, labels)
         _fan(result, prefix, gpu, labels)
+        fabric(result, prefix, gpu, labels)
+        recovery_action(result, prefix, gpu, labels)
+        nvlink(result, prefix, gpu, labels)
     return result
