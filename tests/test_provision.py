@@ -84,23 +84,23 @@ def test_second_run_changes_nothing(converged):
 def test_pinned_versions_are_installed(converged):
     host, *_ = converged
     out = host.ssh(
-        "dpkg-query -W -f='${Package}=${Version}\\n' cuda-drivers-550 nvidia-persistenced "
-        "cuda-toolkit-12-6 nvidia-container-toolkit libnvidia-container1 docker.io systemd-timesyncd"
+        "dpkg-query -W -f='${Package}=${Version}\\n' cuda-drivers-580 nvidia-persistenced "
+        "cuda-toolkit-13-0 nvidia-container-toolkit libnvidia-container1 docker.io systemd-timesyncd"
     )
     installed = dict(line.split("=", 1) for line in out.stdout.split())
-    # the stub repositories also hold newer releases (560.35.03, 1.17.4): the pins must win
-    assert installed["cuda-drivers-550"] == vendor_repo.DRIVER
+    # the stub repositories also hold newer releases (580.105.08, 1.18.0): the pins must win
+    assert installed["cuda-drivers-580"] == vendor_repo.DRIVER
     assert installed["nvidia-persistenced"] == vendor_repo.DRIVER
-    assert installed["cuda-toolkit-12-6"] == vendor_repo.CUDA_TOOLKIT
+    assert installed["cuda-toolkit-13-0"] == vendor_repo.CUDA_TOOLKIT
     assert installed["nvidia-container-toolkit"] == installed["libnvidia-container1"] == vendor_repo.NCT
     assert "docker.io" in installed and "systemd-timesyncd" in installed
     pin = host.ssh("cat /etc/apt/preferences.d/toolkit-nvidia-driver").stdout
-    assert "Pin: version 550.127.08*" in pin and "libnvidia-container" not in pin
-    # an upgrade keeps the pins (the repositories hold 560.35.03 and 1.17.4)
+    assert "Pin: version 580.95.05*" in pin and "libnvidia-container" not in pin
+    # an upgrade keeps the pins (the repositories hold 580.105.08 and 1.18.0)
     upgrade = host.ssh("apt-get -s -o Debug::NoLocking=1 upgrade").stdout
-    assert "560.35.03" not in upgrade and "1.17.4" not in upgrade
+    assert "580.105.08" not in upgrade and "1.18.0" not in upgrade
     assert (
-        "Pin: version 1.17.3-1"
+        "Pin: version 1.17.8-1"
         in host.ssh("cat /etc/apt/preferences.d/toolkit-nvidia-container-toolkit").stdout
     )
 
@@ -146,7 +146,7 @@ def test_kernel_command_line_and_reboot_marker(converged):
 
 def test_cuda_on_path_for_login_shells_and_toolkit_user(converged):
     host, *_ = converged
-    assert host.ssh("bash -lc 'command -v nvcc'").stdout.strip() == "/usr/local/cuda-12.6/bin/nvcc"
+    assert host.ssh("bash -lc 'command -v nvcc'").stdout.strip() == "/usr/local/cuda-13.0/bin/nvcc"
     assert host.ssh("getent passwd toolkit").stdout.split(":")[6].strip() == "/usr/sbin/nologin"
 
 

@@ -20,12 +20,12 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-DRIVER = "550.127.08-1"
-DRIVER_NEWER = "560.35.03-1"
-CUDA_TOOLKIT = "12.6.3-1"
-CUDA_NVCC = "12.6.85-1"
-NCT = "1.17.3-1"
-NCT_NEWER = "1.17.4-1"
+DRIVER = "580.95.05-1"
+DRIVER_NEWER = "580.105.08-1"
+CUDA_TOOLKIT = "13.0.2-1"
+CUDA_NVCC = "13.0.88-1"
+NCT = "1.17.8-1"
+NCT_NEWER = "1.18.0-1"
 ROCM = "6.2.4.60204-139~22.04"
 AMDGPU_DKMS = "1:6.8.5.60204-2070768.22.04"
 
@@ -187,7 +187,7 @@ def build(root: Path) -> Path:
             cuda,
             f"cuda-drivers-{branch}",
             driver,
-            # ">=" as NVIDIA's metapackages: without the role's pin apt would take the newest (560)
+            # ">=" as NVIDIA's metapackages: without the role's pin apt would take the newest (580.105.08)
             f"nvidia-driver-cuda (>= {driver}), nvidia-kernel-dkms (>= {driver}), "
             f"nvidia-persistenced (>= {driver})",
         )
@@ -207,9 +207,9 @@ def build(root: Path) -> Path:
                 "/usr/lib/systemd/system/nvidia-persistenced.service": (PERSISTENCED_UNIT, 0o644),
             },
         )
-    _deb(cuda, "cuda-toolkit-12-6", CUDA_TOOLKIT, f"cuda-nvcc-12-6 (>= {CUDA_NVCC.split('-')[0]})")
-    nvcc = "#!/bin/sh\necho 'nvcc: TEST STUB, Cuda compilation tools, release 12.6, V12.6.85'\n"
-    _deb(cuda, "cuda-nvcc-12-6", CUDA_NVCC, files={"/usr/local/cuda-12.6/bin/nvcc": (nvcc, 0o755)})
+    _deb(cuda, "cuda-toolkit-13-0", CUDA_TOOLKIT, f"cuda-nvcc-13-0 (>= {CUDA_NVCC.split('-')[0]})")
+    nvcc = "#!/bin/sh\necho 'nvcc: TEST STUB, Cuda compilation tools, release 13.0, V13.0.88'\n"
+    _deb(cuda, "cuda-nvcc-13-0", CUDA_NVCC, files={"/usr/local/cuda-13.0/bin/nvcc": (nvcc, 0o755)})
     (cuda / "3bf863cc.pub").write_text(good)
     _flat_repo(cuda, home, "NVIDIA")
 
