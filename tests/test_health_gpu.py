@@ -17,6 +17,7 @@ from toolkit.health import prom, run
 from toolkit.health.collectors import gpu_amd, gpu_nvidia
 from toolkit.health.collectors.gpu_amd import checks_from_amdsmi, read_amdsmi
 from toolkit.health.collectors.gpu_nvidia import GPU_FIELDS, read_nvml
+from toolkit.health.collectors.gpu_nvidia_fields import EXTRA_FIELDS
 from toolkit.health.collectors.gpu_nvidia_rules import checks_from_nvml
 from toolkit.health.model import Status
 from toolkit.nvml import decode_clock_events
@@ -447,7 +448,7 @@ def test_read_nvml_for_real():
     else:  # a GPU host: the live snapshot has the recorded fixtures' shape
         assert raw["driver_version"] and raw["gpu_count"] == len(raw["gpus"])
         for gpu in raw["gpus"]:
-            assert tuple(gpu) == GPU_FIELDS
+            assert tuple(gpu) == (*GPU_FIELDS, *EXTRA_FIELDS)
             assert gpu["unsupported"] == sorted(gpu["errors"])
         assert checks(result)["gpu.count"].value == raw["gpu_count"]
         assert_no_sentinels(result)

@@ -1,13 +1,14 @@
 """The NVIDIA GPU section on real third-party captures (tests/fixtures/nvidia/, PROVENANCE.md there):
 `nvidia-smi -q -x` XML of five boards from netdata's collector tests, `nvidia-smi -q` text of H100 (8x,
-NVSwitch), RTX 4090 (8x, idle and under load), A10 and TITAN V from gpud's tests, and kernel logs with
-real XID lines. The capture reader feeds the same rules as NVML, so every rule runs on real answers.
+NVSwitch), RTX 4090 (8x, idle and under load), A10 and TITAN V from gpud's tests, kernel logs with
+real XID lines, and an H200 on R580 idle and under load that we captured ourselves on a lent machine.
+The capture reader feeds the same rules as NVML, so every rule runs on real answers.
 
 Which case pins what (issue 15, defect 9 and the "GPU checks" deliverable):
 - MIG row remapping: `test_mig_a100_is_not_said_to_lack_row_remapping`,
   `test_xid_63_shows_a_pending_remap_under_mig`
 - power-cap wording: `test_sw_power_cap_far_below_the_limit_is_not_at_the_limit`,
-  `test_sw_power_cap_near_the_limit_is_at_it`
+  `test_sw_power_cap_near_the_limit_is_at_it`, `test_r580_average_power_draw_and_the_cap_under_load`
 - T.Limit margins: `test_tlimit_margins_become_absolute_limits`, `test_a_margin_is_never_judged_as_a_limit`
 - XID events: `test_xid_lines_of_every_log_form`, `test_new_xids_are_judged_by_the_table`,
   `test_xids_are_alerted_once`
@@ -183,6 +184,19 @@ def test_sw_power_cap_near_the_limit_is_at_it():
     check = by_name(checks_from_nvml(raw))[f"gpu{gpu['index']}.clock_events"]
     assert check.status is Status.OK
     assert "SW power cap: at the power limit (445 of 450 W, 99%)" in check.detail
+
+
+def test_r580_average_power_draw_and_the_cap_under_load():
+    """H200 on R580 (our own capture, idle and under a bf16 matmul load): nvidia-smi prints no plain
+    `Power Draw` any more, only `Average` and `Instantaneous Power Draw`; under load the SW power cap is
+    active at 690 of 700 W, which is the limit, idle it is not."""
+    for form in ("txt", "xml"):
+        idle = by_name(checks_from_nvml(snap(f"own-h200-idle-580.159.04.{form}")))
+        load = by_name(checks_from_nvml(snap(f"own-h200-load-580.159.04.{form}")))
+        assert 70 < idle["gpu0.power"].value < 90 and 680 < load["gpu0.power"].value <= 700
+        assert idle["gpu0.clock_events"].value == "gpu_idle"
+        assert "SW power cap: at the power limit" in load["gpu0.clock_events"].detail
+        assert load["gpu0.utilization"].value == 99 and load["gpu0.power"].status is Status.OK
 
 
 # --------------------------------------------------------------------------- T.Limit margins

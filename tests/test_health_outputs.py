@@ -19,6 +19,8 @@ from toolkit.health.bmc.ipmi_text import merge_sdr, parse_sdr_elist
 from toolkit.health.bmc.model import BmcReading, bmc_checks, unique_names
 from toolkit.health.collectors.gpu_amd import checks_from_amdsmi
 from toolkit.health.collectors.gpu_nvidia_rules import checks_from_nvml
+from toolkit.health.collectors.gpu_nvidia_smi import snapshot_from_capture
+from toolkit.health.collectors.gpu_xid import parse_kernel_log
 from toolkit.health.model import Report
 from toolkit.health.prom_help import HELP
 
@@ -35,13 +37,22 @@ PERFDATUM = re.compile(
 
 
 def snapshot_reports() -> list[tuple[str, Report]]:
-    """A report per recorded GPU snapshot under tests/fixtures (NVML and amdsmi readers' shape) and per real
+    """A report per recorded GPU snapshot under tests/fixtures (NVML and amdsmi readers' shape), per real
+    nvidia-smi capture (tests/fixtures/nvidia, one of them with a real kernel log's XIDs) and per real
     `ipmitool sensor` / `sdr elist` capture of the IPMI corpus (tests/fixtures/ipmi, its PROVENANCE.md)."""
     found = []
     for path in sorted((FIXTURES / "health").glob("*.json")):
         raw = json.loads(path.read_text())
         judge = checks_from_amdsmi if path.name.startswith("amd") else checks_from_nvml
         found.append((path.name, Report("fixture", [judge(raw, expect_gpus=2)], "2026-12-03T00:00:00Z", 0.1)))
+    for path in sorted((FIXTURES / "nvidia").iterdir()):  # real nvidia-smi captures, read as NVML
+        if path.suffix in (".txt", ".xml"):
+            raw = snapshot_from_capture(path.read_text())
+            found.append((path.name, Report("fixture", [checks_from_nvml(raw)], "2026-12-03T00:00:00Z", 0.1)))
+    raw = snapshot_from_capture((FIXTURES / "nvidia" / "gpud-h100-8x-535.161.08.txt").read_text())
+    log = (FIXTURES / "nvidia" / "gpud-dmesg-iso-xid-48-63-94.log").read_text()
+    raw.update(boot_id="b", xid={"source": "capture", "events": [e.to_json() for e in parse_kernel_log(log)]})
+    found.append(("h100+xid-log", Report("fixture", [checks_from_nvml(raw)], "2026-12-03T00:00:00Z", 0.1)))
     for path in sorted((FIXTURES / "ipmi").glob("*.sensor.txt")):
         reading = BmcReading("ipmi", "fixture", parse_ipmitool_sensor(path.read_text()))
         found.append((path.name, Report("fixture", [bmc_checks(reading)], "2026-12-03T00:00:00Z", 0.1)))
@@ -190,3 +201,14 @@ def test_peer_text_cannot_break_the_format():
     status, _, long_lines, data = parse_plugin_output(nagios.render(Report("h", [result], "now", 0.1)))
     assert status == "WARNING" and len(long_lines) == 1
     assert any(d.startswith("'bmc.Fan / 1 = x'=3.5") for d in data)
+
+
+def test_every_metric_the_collectors_name_has_a_hand_written_help():
+    """Some series appear only on a live node (an XID this boot, NVLinks): the names in the collectors'
+    source must all have their HELP, not only those the fixtures happen to produce."""
+    source = "\n".join(p.read_text() for p in (FIXTURES.parent.parent / "toolkit" / "health").rglob("*.py"))
+    named = set(re.findall(r'"(toolkit_[a-z0-9_]*[a-z0-9])"', source))  # whole names, not prefixes
+    named -= {"toolkit_check_status", "toolkit_up", "toolkit_scrape_duration_seconds"}  # written by prom.py
+    named -= {"toolkit_entity"}  # an attribute the pyghmi reader sets on SDR entries, not a metric
+    assert len(named) > 30
+    assert not sorted(n for n in named if n not in HELP)

@@ -246,6 +246,9 @@ def _recovery(gpu: dict) -> str | None:
     return "none" if required is not None else None
 
 
+_DRAW = ("power_draw", "average_power_draw", "instant_power_draw")
+
+
 def _gpu(index: int, gpu: dict) -> dict:
     link = "pci/pci_gpu_link_info/"
     tlink = "pci/gpu_link_info/"
@@ -260,7 +263,13 @@ def _gpu(index: int, gpu: dict) -> dict:
         "uuid": _get(gpu, "uuid", "gpu_uuid"),
         "pci_bus_id": _get(gpu, "pci/pci_bus_id", "pci/bus_id") or gpu.get("id"),
         **_temperatures(gpu),
-        "power_w": _number(_get(gpu, *(p + "power_draw" for p in power))),
+        # R535 prints "Power Draw"; R550+ "Average Power Draw" (NVML's 1 s average) and "Instantaneous ..."
+        "power_w": _number(
+            _get(
+                gpu,
+                *(p + k for k in ("power_draw", "average_power_draw", "instant_power_draw") for p in power),
+            )
+        ),
         "power_limit_w": _number(
             _get(
                 gpu,
