@@ -3,7 +3,10 @@
 #
 #   ./scripts/install.sh          the CLI, the ML stack `toolkit bench` needs, Ansible for `toolkit provision`
 #   ./scripts/install.sh --test   the same, plus what the tests need (Python packages, and with apt:
-#                                 debootstrap, systemd-nspawn, socat ... for the real test hosts)
+#                                 debootstrap, systemd-nspawn, socat ... for the real test hosts), and
+#                                 LLaMA-Factory in .venv-llamafactory (the `--engine llamafactory` tests)
+#   ./scripts/install.sh --with-llamafactory   also LLaMA-Factory itself, in its own .venv-llamafactory
+#                                 (scripts/install_llamafactory.sh; `toolkit bench --engine llamafactory`)
 #
 # torch is installed first and pinned (TOOLKIT_TORCH, default torch==2.13.0): an
 # unpinned torch, asked for directly or by trl/peft/accelerate, pulls a multi-GB
@@ -15,8 +18,14 @@ cd "$(dirname "$0")/.."
 
 extras="ml,provision,vectors,fleet,report"
 test_packages=""
+with_lf=0
+if [ "${1:-}" = --with-llamafactory ] && [ $# -eq 1 ]; then
+  with_lf=1; shift
+fi
 case "${1:-}" in
   --test)
+    [ $# -eq 1 ] || { echo "usage: $0 [--test | --with-llamafactory]" >&2; exit 2; }
+    with_lf=1
     extras="ml,provision,vectors,fleet,report,test"
     # the provisioning tests boot Debian test hosts with systemd-nspawn and build signed apt repositories;
     # the health tests talk to a simulated BMC (OpenIPMI's ipmi_sim) with pyghmi and ipmitool
@@ -28,7 +37,7 @@ case "${1:-}" in
     test_packages="$test_packages chromium tesseract-ocr"
     ;;
   "") ;;
-  *) echo "usage: $0 [--test]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--test | --with-llamafactory]" >&2; exit 2 ;;
 esac
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -85,3 +94,6 @@ sys.exit(any(n.startswith("nvidia-") for n in names))' <<<"$plan"; then :; else
 fi
 "${pip[@]}" install -q -e ".[${extras}]"
 echo "toolkit installed in .venv: $(.venv/bin/toolkit --version), $(.venv/bin/python -c 'import torch; print("torch", torch.__version__)')" >&2
+if [ "$with_lf" = 1 ]; then
+  ./scripts/install_llamafactory.sh
+fi

@@ -40,7 +40,7 @@ def test_every_shipped_recipe_plans_on_its_own_profile():
 
 
 def test_plan_json_has_every_recipe_on_every_requested_profile(plan):
-    assert plan["schema_version"] == 1 and plan["scale"] == "full"
+    assert plan["schema_version"] == 2 and plan["scale"] == "full"
     assert {(r["recipe"], r["profile"]) for r in plan["rows"]} == {
         (name, p) for name in recipes.shipped() for p in PROFILES
     }
@@ -48,9 +48,12 @@ def test_plan_json_has_every_recipe_on_every_requested_profile(plan):
         parts = row["estimate"]["parts"]
         assert sum(p["bytes"] for p in parts) == pytest.approx(row["estimate_bytes"], abs=len(parts))
         assert all(p["formula"] for p in parts)
-        assert row["margin_bytes"] == row["memory_bytes"] - row["estimate_bytes"]
+        need = row["estimate_bytes"] + row["reserve_bytes"]  # the CUDA context reserve (0 on the CPU)
+        assert row["reserve_bytes"] == (0 if row["device"] == "cpu" else 512 * 2**20)
+        assert row["margin_bytes"] == row["memory_bytes"] - need
         assert row["verdict"] in ("yes", "tight", "no")
-        assert row["fits"] == (row["estimate_bytes"] <= row["memory_bytes"])
+        assert row["fits"] == (need <= row["memory_bytes"])
+        assert row["trainer"] == "trl" and "trl" in row["trainers"]  # shipped recipes: as toolkit bench runs
     assert _row(plan, "kto-gemma2-9b", "a40")["memory_bytes"] == 48 * GIB  # the catalog's figure
 
 
@@ -222,3 +225,74 @@ def test_estimate_is_within_15_percent_of_the_measured_peak(case, tmp_path):
     parts = {p["name"]: p["bytes"] for p in rec["config"]["memory_estimate"]["parts"]}
     assert estimate == pytest.approx(measured, rel=0.15), (estimate, measured, parts)
     assert m["memory_measured_over_estimate_ratio"] == pytest.approx(measured / estimate, abs=1e-3)
+
+
+# --- the plan per trainer (toolkit.bench.memory_plan, memory_head): what each trainer materialises ---
+
+
+def _part(est, name):
+    return next((p.bytes for p in est.parts if p.name == name), 0)
+
+
+def _full_bf16(name="lora-llama2-7b", **changes):
+    return replace(recipes.shipped()[name], finetuning_type="full", precision="bf16", **changes)
+
+
+def test_llamafactory_full_bf16_keeps_fp32_master_weights_unless_pure_bf16():
+    recipe = _full_bf16()
+    n = flops.total_params(recipe.model)
+    trl = estimate_training(recipe, "cuda", trainer="trl")
+    lf = estimate_training(recipe, "cuda", trainer="llamafactory")
+    state = ("weights", "16-bit weight copies", "gradients", "optimizer states")
+    assert sum(_part(trl, p) for p in state) == pytest.approx(n * (2 + 2 + 4))
+    assert sum(_part(lf, p) for p in state) == pytest.approx(n * (4 + 2 + 4 + 8))
+    pure = estimate_training(replace(recipe, pure_bf16=True), "cuda", trainer="llamafactory")
+    assert sum(_part(pure, p) for p in state) == pytest.approx(n * 8)
+
+
+def test_qlora_layout_differs_by_trainer_peft_upcasts_the_embeddings_lf_does_not():
+    recipe = recipes.shipped()["qlora-llama3-8b"]
+    trl = estimate_training(recipe, "cuda", trainer="trl")
+    lf = estimate_training(recipe, "cuda", trainer="llamafactory")
+    embeddings = 2 * recipe.model.vocab_size * recipe.model.hidden_size  # untied: input + LM head
+    assert _part(trl, "weights") - _part(lf, "weights") == pytest.approx(embeddings * 2, rel=0.01)
+    assert "prepare_model_for_kbit_training" in trl.part("weights").formula
+
+
+def test_llamafactory_kto_materialises_the_logits_and_liger_does_not():
+    recipe = recipes.shipped()["kto-gemma2-9b"]
+    lf = estimate_training(recipe, "cuda", trainer="llamafactory")
+    peak = lf.part("peak transient")
+    rows, vocab = recipe.batch_size * recipe.max_length, recipe.model.vocab_size
+    assert peak.formula.startswith("LM head logits (materialised)")
+    assert peak.bytes == rows * vocab * (20 + 2)  # KTO 20 B + Gemma 2's saved tanh output
+    trl = estimate_training(recipe, "cuda", trainer="trl")
+    assert "materialised" not in trl.part("peak transient").formula  # TRL tiles the head
+    assert lf.total - trl.total > 0.8 * peak.bytes
+    liger = estimate_training(replace(recipe, liger=True), "cuda", trainer="llamafactory")
+    assert "materialised" not in liger.part("peak transient").formula
+
+
+def test_zero3_shards_by_gpu_count_and_offload_moves_state_off_the_gpu():
+    from toolkit.bench import memory_plan
+
+    recipe = replace(_full_bf16(), source_format="llamafactory", deepspeed={"stage": 3})
+    one = memory_plan.trainer_estimates(recipe, "cuda", 1)["llamafactory"]
+    four = memory_plan.trainer_estimates(recipe, "cuda", 4)["llamafactory"]
+    n = flops.total_params(recipe.model)
+    assert _part(one, "optimizer states") == pytest.approx(n * 12)  # fp32 master + Adam in DeepSpeed
+    assert _part(four, "optimizer states") == pytest.approx(n * 12 / 4)
+    assert _part(four, "weights") == pytest.approx(n * 2 / 4)
+    off = replace(recipe, deepspeed={"stage": 3, "offload_optimizer": True, "offload_param": True})
+    offloaded = memory_plan.trainer_estimates(off, "cuda", 4)["llamafactory"]
+    assert _part(offloaded, "optimizer states") == 0 and _part(offloaded, "weights") == 0
+    assert _part(offloaded, "gathered layer") > 0
+
+
+def test_a_separate_reference_model_adds_its_weights():
+    from toolkit.bench import memory_plan
+
+    recipe = replace(recipes.shipped()["dpo-lora"], source_format="llamafactory")
+    plain = memory_plan.trainer_estimates(recipe, "cuda")["llamafactory"]
+    with_ref = memory_plan.trainer_estimates(replace(recipe, ref_model="some/model"), "cuda")["llamafactory"]
+    assert with_ref.total - plain.total == pytest.approx(_part(plain, "weights"))

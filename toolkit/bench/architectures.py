@@ -96,14 +96,42 @@ def get(name: str) -> Architecture:
     for arch in archs.values():  # a Hub id names its architecture too
         if name in arch.hf_ids:
             return arch
-    raise UsageError(f"unknown architecture {name!r}", hint=f"shipped architectures: {', '.join(archs)}")
+    local = from_local_config(name)
+    if local is not None:
+        return local
+    raise UsageError(
+        f"unknown architecture {name!r}",
+        hint=f"shipped architectures: {', '.join(archs)}; or a folder with its config.json",
+    )
 
 
 def for_hub_id(model_id: str) -> Architecture | None:
+    """The shipped architecture a Hub id stands for; else the config.json of that id in a local Hugging
+    Face cache (HF_HUB_CACHE, HF_HOME/hub, ~/.cache/huggingface/hub) or of a local folder; else None."""
     for arch in shipped().values():
         if model_id in arch.hf_ids or model_id.lower() in (i.lower() for i in arch.hf_ids):
             return arch
-    return None
+    return from_local_config(model_id)
+
+
+def from_local_config(spec: str) -> Architecture | None:
+    """An architecture read from a local config.json (folder, file, or Hub id in the local cache)."""
+    from toolkit.bench import model_config
+
+    found = model_config.local_config(spec)
+    if found is None:
+        return None
+    try:
+        config = model_config.read(found)
+    except (OSError, ValueError) as e:
+        raise UsageError(
+            f"{found}: cannot read it as a model config ({e})", hint="give a config.json"
+        ) from None
+    if "model_type" not in config:
+        raise UsageError(f"{found}: no model_type", hint="a Hugging Face config.json names its model_type")
+    return Architecture(
+        name=spec, title=f"config.json at {found}", hf_ids=(spec,), source=str(found), config=config
+    )
 
 
 def sized_config(config: dict, shape: ModelShape, tokenizer, max_positions: int) -> dict:

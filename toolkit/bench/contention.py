@@ -77,7 +77,10 @@ class _Snapshot:
             times = info.get("cpu_times")
             if times is None:
                 continue
-            self.procs[p.pid] = (info.get("name") or "?", times.user + times.system, info["create_time"])
+            cpu = times.user + times.system
+            if p.pid == exclude_root:  # with the children it waited for (a trainer run in a subprocess)
+                cpu += getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0)
+            self.procs[p.pid] = (info.get("name") or "?", cpu, info["create_time"])
 
 
 class Observer:

@@ -41,6 +41,7 @@ class RunContext:
     kto_loss: str | None = None  # LLaMA-Factory pref_loss override (validated up front)
     recipes: dict = field(default_factory=dict)  # name -> Recipe of the `train:NAME` loads
     model_path: str | None = None  # --model: real weights instead of synthetic ones
+    engine: str = "trl"  # --engine: the trainer of the `train:NAME` loads (trl, llamafactory)
     qdrant: object | None = None  # vector_store.QdrantTarget of --qdrant-url (preflighted); None: in-process
     # the process tree that is this run, for the competing-load observation (a rank: its launcher's)
     exclude_root: int | None = None

@@ -45,9 +45,10 @@ def close_load(
     """
     rec.duration_seconds = round(time.perf_counter() - started, 3)
     try:
-        rec.metrics.update(memory.read())
+        if "peak_memory_bytes" not in rec.metrics:  # a load run in a process of its own measured it there
+            rec.metrics.update(memory.read())
+            rec.notes.append(memory.note)
         _estimate_ratio(rec)
-        rec.notes.append(memory.note)
     except Exception as exc:  # memory stats are best effort after a crash
         rec.notes.append(f"peak memory unavailable: {exc}")
     try:

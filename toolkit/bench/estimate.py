@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from toolkit.bench import flops
+from toolkit.bench import flops, memory_head, model_config
 from toolkit.bench.shape import LORA_MODULES, ModelShape
 
 GIB = 2**30
@@ -128,7 +128,16 @@ class _Layout:
     what: str
 
 
-def _layout(recipe, device: str) -> _Layout:
+def _layout(recipe, device: str, trainer: str = "trl") -> _Layout:
+    if recipe.quantized and device != "cpu" and trainer in ("llamafactory", "unsloth"):
+        # LLaMA-Factory and Unsloth do not call prepare_model_for_kbit_training: embeddings, LM head and
+        # norms stay 16-bit, so the residual stream is 16-bit; LF upcasts the trainable adapters to fp32
+        adapter = 2 if trainer == "unsloth" else 4
+        what = (
+            f"{recipe.quantization_bit}-bit base, 16-bit embeddings/head/norms ({trainer}), "
+            f"{adapter}-B adapters"
+        )
+        return _Layout(2, 2, 2, 2, adapter, 1, False, what)
     if recipe.quantized and device == "cpu":  # bitsandbytes' CPU backend: fp32 compute, no autocast
         what = f"{recipe.quantization_bit}-bit base on the CPU (bitsandbytes), fp32 compute, bf16 LoRA"
         return _Layout(4, 4, 4, 2, 2, 2, True, what)  # TRL's trainers cast QLoRA adapters to bf16
@@ -140,15 +149,32 @@ def _layout(recipe, device: str) -> _Layout:
     if recipe.precision == "fp32":
         return _Layout(4, 4, 4, 4, 4, 1, False, "fp32 on the GPU")
     adapter = 4 if recipe.finetuning_type == "lora" else 2
+    if (
+        recipe.finetuning_type != "lora"
+        and trainer == "llamafactory"
+        and not getattr(recipe, "pure_bf16", False)
+    ):
+        # LF upcasts trainable parameters to fp32 (cast_trainable_params_to_fp32) unless pure_bf16
+        return _Layout(
+            4, 2, 2, 2, 4, 1, False, f"fp32 master weights (LLaMA-Factory), autocast {recipe.precision}"
+        )
     return _Layout(2, 2, 2, 2, adapter, 1, False, f"{recipe.precision} weights, autocast {recipe.precision}")
 
 
-def _weights(recipe, shape: ModelShape, lay: _Layout) -> Part:
+def _counts(recipe, shape: ModelShape) -> tuple[int, int]:
+    """(decoder linear weights, all weights): from the config (MoE experts, MLA) when it has one."""
+    config = recipe.model_config or {}
+    if config.get("hidden_size") == shape.hidden_size and config.get("vocab_size"):
+        counts = model_config.param_counts(config)
+        return counts.linear, counts.total
     h, v = shape.hidden_size, shape.vocab_size
-    linear = flops.matmul_params(shape) - h * v  # decoder linears (the LM head apart)
-    other = flops.total_params(shape) - linear  # embeddings, LM head (untied), norms
+    return flops.matmul_params(shape) - h * v, flops.total_params(shape)
+
+
+def _weights(recipe, shape: ModelShape, lay: _Layout, trainer: str = "trl") -> Part:
+    linear, n = _counts(recipe, shape)
+    other = n - linear  # embeddings, LM head (untied), norms
     if not recipe.quantized:
-        n = flops.total_params(shape)
         return Part("weights", n * lay.weight, f"{n / 1e9:.3f} B parameters x {lay.weight} B")
     if recipe.quantization_bit == 4:
         if recipe.double_quantization:
@@ -166,8 +192,12 @@ def _weights(recipe, shape: ModelShape, lay: _Layout) -> Part:
         "weights",
         linear * per + other * lay.weight,
         f"{linear / 1e9:.3f} B decoder linear weights x {per:.4f} B ({how}) + {other / 1e9:.3f} B "
-        f"embeddings, LM head and norms x {lay.weight} B (kept out of quantization, upcast to fp32 "
-        "by prepare_model_for_kbit_training)",
+        f"embeddings, LM head and norms x {lay.weight} B (kept out of quantization"
+        + (
+            ", upcast to fp32 by prepare_model_for_kbit_training)"
+            if trainer == "trl"
+            else f"; {trainer} keeps them 16-bit)"
+        ),
     )
 
 
@@ -183,7 +213,10 @@ def _optimizer_bytes(optim: str, param_bytes: int) -> tuple[float, str]:
 def _trainable(recipe, shape: ModelShape, lay: _Layout) -> tuple[int, int]:
     """(trainable parameters, bytes per trainable parameter)."""
     if recipe.finetuning_type == "full":
-        return flops.total_params(shape), lay.weight
+        return _counts(recipe, shape)[1], lay.weight
+    config = recipe.model_config or {}
+    if model_config.n_experts(config):
+        return model_config.lora_params(config, recipe.lora_rank, recipe.lora_target), lay.adapter
     return flops.lora_params(shape, recipe.lora_rank, recipe.lora_target), lay.adapter
 
 
@@ -285,78 +318,59 @@ def _head(shape: ModelShape, lay: _Layout, rows: int, softcap: bool) -> tuple[fl
     return tile + casts, tile + casts + grad_hidden, words
 
 
-def estimate_training(recipe, device: str, *, seq_len: int | None = None, padded: bool = True) -> Estimate:
-    """Peak memory of one training step of `recipe` on `device` ("cpu", or a GPU: "cuda").
-
-    `seq_len`: tokens per sequence (default the recipe's max_length: every sequence full);
-    `padded`: whether batches carry padding (real data does; transformers then builds a mask and
-    repeats k and v for grouped-query attention)."""
-    shape = recipe.model
-    lay = _layout(recipe, device)
-    seq = seq_len or recipe.max_length
+def _activations(recipe, shape, lay, per_layer, layer_words, n_seq, seq, trainer) -> Part:
     h, layers = shape.hidden_size, shape.num_hidden_layers
-    n_seq = recipe.batch_size * (2 if recipe.stage == "dpo" else 1)
     tokens = n_seq * seq
-    parts: list[Part] = [_weights(recipe, shape, lay)]
-
-    n_train, p_bytes = _trainable(recipe, shape, lay)
-    label = "LoRA parameters" if recipe.finetuning_type == "lora" else "trainable parameters"
-    if recipe.finetuning_type == "lora":
-        parts.append(
-            Part(
-                label,
-                n_train * p_bytes,
-                f"{n_train / 1e6:.2f} M = r{recipe.lora_rank} x (in + out) over "
-                f"{', '.join(recipe.lora_target)} x {layers} layers, x {p_bytes} B",
-            )
+    head_saved = 4 * h + 4 + h * lay.act + 24  # final norm's fp32 input, the head's hidden copy, stats
+    if trainer == "unsloth" or getattr(recipe, "unsloth_gc", False):
+        saved = tokens * (2 * h * lay.act + head_saved)
+        words = (
+            f"Unsloth gradient checkpointing: each layer's input is offloaded to host memory; on the GPU one "
+            f"in flight + the next ({tokens} tokens x {h} x {lay.act} B x 2) + head inputs"
         )
-    parts.append(Part("gradients", n_train * p_bytes, f"{n_train / 1e6:.2f} M trainable x {p_bytes} B"))
-    opt_per, opt_words = _optimizer_bytes(recipe.optim, p_bytes)
-    parts.append(Part("optimizer states", n_train * opt_per, f"{n_train / 1e6:.2f} M x {opt_words}"))
-
-    per_layer, layer_words = _per_token_layer(recipe, shape, lay, seq, padded)
-    head_saved = (
-        4 * h + 4 + h * lay.act + 24
-    )  # final norm's fp32 input, the head's hidden copy, per-token stats
-    if recipe.activation_checkpointing:
+    elif recipe.activation_checkpointing:
         saved = tokens * (layers * h * lay.act + head_saved)
-        act_words = (
+        words = (
             f"checkpointing: {layers} layer inputs x {tokens} tokens ({n_seq} x {seq}) x {h} x {lay.act} B "
             f"+ head inputs; one layer recomputed in backward ({per_layer:.0f} B/token: {layer_words})"
         )
     else:
         saved = tokens * (layers * per_layer + head_saved)
-        act_words = (
+        words = (
             f"{layers} layers x {tokens} tokens ({n_seq} x {seq}) x {per_layer:.0f} B/token ({layer_words})"
         )
-    parts.append(Part("activations", saved, act_words))
+    return Part("activations", saved, words)
 
-    f = shape.intermediate_size
+
+def _transients(recipe, shape, lay, per_layer, n_seq, seq, padded, trainer) -> Part:
+    """The largest short-lived allocation: the LM head, one layer's backward, or a no-grad reference layer."""
+    h, f = shape.hidden_size, shape.intermediate_size
+    tokens = n_seq * seq
+    gemma2 = _model_type(recipe) == "gemma2"
     softcap = bool((recipe.model_config or {}).get("final_logit_softcapping"))
-    head_fwd, head_bwd, head_words = _head(shape, lay, n_seq * max(seq - 1, 1), softcap)
+    if memory_head.materialises_logits(trainer, recipe):
+        logits, words = memory_head.lf_logits_bytes(recipe, n_seq * seq, shape.vocab_size, softcap, trainer)
+        candidates = {"LM head logits (materialised)": (logits, words)}
+    else:
+        head_fwd, head_bwd, head_words = _head(shape, lay, n_seq * max(seq - 1, 1), softcap)
+        candidates = {"LM head forward": (head_fwd, head_words), "LM head backward": (head_bwd, head_words)}
     layer_bwd = tokens * (3 * f + 4 * h) * lay.act  # MLP gradients of one layer in flight
-    if (
-        _model_type(recipe) == "gemma2"
-    ):  # eager attention: two gradients of the scores in flight (fp32 softmax)
+    if gemma2:  # eager attention: two gradients of the scores in flight (fp32 softmax)
         score_grads = 4 + 4 + (lay.attn if lay.attn != 4 else 0)
         layer_bwd = max(layer_bwd, tokens * shape.num_attention_heads * seq * score_grads)
     if recipe.activation_checkpointing:
         layer_bwd += tokens * per_layer
-    candidates = {
-        "LM head forward": (head_fwd, head_words),
-        "LM head backward": (head_bwd, head_words),
-        "one layer's backward": (
-            layer_bwd,
-            "gradients of one layer (3 x intermediate + 4 x hidden per token"
-            + ("; eager attention: two score-sized gradients" if _model_type(recipe) == "gemma2" else "")
-            + ")"
-            + (" + its recomputed activations" if recipe.activation_checkpointing else ""),
-        ),
-    }
+    candidates["one layer's backward"] = (
+        layer_bwd,
+        "gradients of one layer (3 x intermediate + 4 x hidden per token"
+        + ("; eager attention: two score-sized gradients" if gemma2 else "")
+        + ")"
+        + (" + its recomputed activations" if recipe.activation_checkpointing else ""),
+    )
     if recipe.stage in ("kto", "dpo"):
         ref_rows = recipe.batch_size * (2 if recipe.stage == "dpo" else 1)
         nograd = ref_rows * seq * ((3 * f + 3 * h) * lay.act + (seq * lay.attn if padded else 0))
-        if _model_type(recipe) == "gemma2":
+        if gemma2:
             nograd += ref_rows * seq * shape.num_attention_heads * seq * (2 * lay.attn + 4)
         candidates["reference forward (no grad)"] = (
             nograd,
@@ -365,7 +379,62 @@ def estimate_training(recipe, device: str, *, seq_len: int | None = None, padded
             + ") while the policy's activations are alive",
         )
     name, (peak, words) = max(candidates.items(), key=lambda kv: kv[1][0])
-    parts.append(Part("peak transient", peak, f"{name}: {words}"))
+    return Part("peak transient", peak, f"{name}: {words}")
+
+
+def _parameter_parts(recipe, shape, lay, trainer) -> list[Part]:
+    parts: list[Part] = [_weights(recipe, shape, lay, trainer)]
+    if lay.weight == 4 and recipe.finetuning_type != "lora" and not recipe.quantized and lay.act == 2:
+        n = _counts(recipe, shape)[1]
+        parts.append(
+            Part(
+                "16-bit weight copies",
+                n * 2,
+                f"{n / 1e9:.3f} B x 2 B: autocast's 16-bit casts of the fp32 master weights, "
+                "saved for backward",
+            )
+        )
+    n_train, p_bytes = _trainable(recipe, shape, lay)
+    if recipe.finetuning_type == "lora":
+        parts.append(
+            Part(
+                "LoRA parameters",
+                n_train * p_bytes,
+                f"{n_train / 1e6:.2f} M = r{recipe.lora_rank} x (in + out) over "
+                f"{', '.join(recipe.lora_target)} x {shape.num_hidden_layers} layers"
+                + (" (every expert)" if model_config.n_experts(recipe.model_config or {}) else "")
+                + f", x {p_bytes} B",
+            )
+        )
+    parts.append(Part("gradients", n_train * p_bytes, f"{n_train / 1e6:.2f} M trainable x {p_bytes} B"))
+    opt_per, opt_words = _optimizer_bytes(recipe.optim, p_bytes)
+    parts.append(Part("optimizer states", n_train * opt_per, f"{n_train / 1e6:.2f} M x {opt_words}"))
+    return parts
+
+
+def estimate_training(
+    recipe, device: str, *, seq_len: int | None = None, padded: bool = True, trainer: str = "trl"
+) -> Estimate:
+    """Peak memory of one training step of `recipe` on `device` ("cpu", or a GPU: "cuda"), as `trainer`
+    ("trl": what `toolkit bench` runs; "llamafactory"; "unsloth") holds it.
+
+    `seq_len`: tokens per sequence (default the recipe's max_length: every sequence full);
+    `padded`: whether batches carry padding (real data does; transformers then builds a mask and
+    repeats k and v for grouped-query attention)."""
+    from dataclasses import replace
+
+    shape = recipe.model
+    lay = _layout(recipe, device, trainer)
+    seq = seq_len or recipe.max_length
+    n_seq = recipe.batch_size * (2 if recipe.stage == "dpo" else 1)
+    parts = _parameter_parts(recipe, shape, lay, trainer)
+    config = recipe.model_config or {}
+    act_shape = shape
+    if model_config.n_experts(config):  # a token's activations pass its routed (+ shared) experts only
+        act_shape = replace(shape, intermediate_size=model_config.active_intermediate(config))
+    per_layer, layer_words = _per_token_layer(recipe, act_shape, lay, seq, padded)
+    parts.append(_activations(recipe, act_shape, lay, per_layer, layer_words, n_seq, seq, trainer))
+    parts.append(_transients(recipe, act_shape, lay, per_layer, n_seq, seq, padded, trainer))
 
     notes = [f"layout: {lay.what}"]
     if recipe.quantized and device == "cpu":
@@ -378,6 +447,7 @@ def estimate_training(recipe, device: str, *, seq_len: int | None = None, padded
         notes=tuple(notes),
         inputs={
             "stage": recipe.stage,
+            "trainer": trainer,
             "sequences": n_seq,
             "tokens_per_sequence": seq,
             "activation_checkpointing": recipe.activation_checkpointing,

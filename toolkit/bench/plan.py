@@ -10,8 +10,12 @@ every sequence at the recipe's max length. A profile's memory is the catalog's f
 machine's RAM (MemTotal); 4-bit/8-bit recipes are estimated there as bitsandbytes' CPU backend runs
 them (fp32 compute).
 
-Fits: "yes" with at least 10 % of the memory to spare (the CUDA context, allocator fragmentation and
-the memory the driver keeps are not in the estimate), "tight" within the last 10 %, "no" above it.
+Each row is planned for the trainer that will run the file (LLaMA-Factory for a user's LF file, TRL for
+the shipped recipes) and also as the other trainers hold it (`trainers` in the JSON, the "as" column and
+the line under the table; toolkit.bench.memory_plan). Fits: the estimate plus the runtime's reserve (the
+CUDA context, cited in memory_plan) against the memory: "yes" with at least 10 % to spare (allocator
+fragmentation), "tight" within the last 10 %, "no" above it. Keys of the file the plan does not model
+(recipe.unhonoured) and the importer's notes are listed under the table, on stderr and in the JSON.
 
 Exit codes: 0 the plan was made; 1 a recipe named with --recipe does not fit a profile it was planned
 on (a survey of the shipped recipes, without --recipe, is information and exits 0); 2 usage error
@@ -26,7 +30,7 @@ from dataclasses import replace
 
 from toolkit.errors import EXIT_CHECK_FAILED, EXIT_OK, UsageError
 
-PLAN_SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION = 2
 HEADROOM = 0.10  # share of the memory left for what the estimate does not count
 
 
@@ -85,56 +89,83 @@ def _sized(recipe, scale: str | None):
 
 
 def _with_model(recipe, spec: str | None):
-    """--model: the shape of the weights' config.json (read, not loaded)."""
+    """--model: the shape of a local config.json (a folder, a config.json file, or a Hub id in the local
+    Hugging Face cache); read, never loaded, nothing downloaded."""
     if not spec:
         return recipe
-    from toolkit.bench import architectures
+    from toolkit.bench import architectures, model_config
 
-    folder, _ = architectures.resolve_model(spec)
-    config = architectures.read_config(folder)
+    found = model_config.local_config(spec)
+    if found is None:
+        folder, _ = architectures.resolve_model(spec)  # the clear refusal, with where it looked
+        found = folder / "config.json"
+    config = model_config.read(found)
     return replace(
         recipe, model=architectures.shape_from_config(config), model_config=config, architecture=None
     )
 
 
+def _verdict(total: float, memory: int | None) -> tuple[str, bool | None]:
+    if memory is None:
+        return "unknown memory", None
+    fits = total <= memory
+    return ("yes" if total <= memory * (1 - HEADROOM) else "tight" if fits else "no"), fits
+
+
+def _row(recipe, profile: str, gpus: int) -> dict:
+    from toolkit.bench import memory_plan, model_config
+    from toolkit.catalog import CPU_PROFILE
+
+    device = "cpu" if profile == CPU_PROFILE else "cuda"
+    estimates = memory_plan.trainer_estimates(recipe, device, gpus)
+    trainer = next(iter(estimates))
+    est = estimates[trainer]
+    reserve = memory_plan.reserve_bytes(device)
+    memory, memory_source = _memory(profile)
+    total = est.total + reserve
+    verdict, fits = _verdict(total, memory)
+    largest = est.largest
+    observed = getattr(recipe, "observed_peak_gb", None)
+    counts = model_config.param_counts(recipe.model_config) if recipe.model_config.get("vocab_size") else None
+    return {
+        "recipe": recipe.name,
+        "profile": profile,
+        "device": device,
+        "trainer": trainer,
+        "memory_bytes": memory,
+        "memory_source": memory_source,
+        "estimate_bytes": int(est.total),
+        "reserve_bytes": reserve,
+        "reserve_source": memory_plan.RESERVE_SOURCE if reserve else None,
+        "margin_bytes": int(memory - total) if memory else None,
+        "margin_ratio": (memory - total) / memory if memory else None,
+        "fits": fits,
+        "verdict": verdict,
+        "largest_part": largest.name,
+        "largest_part_bytes": int(largest.bytes),
+        "observed_peak_gb": observed,
+        "estimate_vs_observed": (est.total + reserve) / (observed * 2**30) if observed else None,
+        "trainers": {
+            t: {"estimate_bytes": int(e.total), "estimate": e.as_dict()} for t, e in estimates.items()
+        },
+        "parameters": counts.as_dict() if counts else None,
+        "unhonoured": [{"key": k, "reason": why} for k, why in recipe.unhonoured],
+        "notes": list(recipe.notes),
+        "recipe_summary": recipe.summary(),
+        "estimate": est.as_dict(),
+    }
+
+
 def plan_rows(
-    recipe_list: list, profiles: list[str] | None, scale: str | None = None, model=None
+    recipe_list: list, profiles: list[str] | None, scale: str | None = None, model=None, gpus: int = 1
 ) -> list[dict]:
-    from toolkit.bench.estimate import estimate_training
     from toolkit.catalog import CPU_PROFILE
 
     rows = []
     for recipe in recipe_list:
         recipe = _sized(_with_model(recipe, model), scale)
         for profile in profiles or [recipe.profile or CPU_PROFILE]:
-            device = "cpu" if profile == CPU_PROFILE else "cuda"
-            est = estimate_training(recipe, device)
-            memory, memory_source = _memory(profile)
-            total = est.total
-            if memory is None:
-                verdict, fits = "unknown memory", None
-            else:
-                fits = total <= memory
-                verdict = "yes" if total <= memory * (1 - HEADROOM) else "tight" if fits else "no"
-            largest = est.largest
-            rows.append(
-                {
-                    "recipe": recipe.name,
-                    "profile": profile,
-                    "device": device,
-                    "memory_bytes": memory,
-                    "memory_source": memory_source,
-                    "estimate_bytes": int(total),
-                    "margin_bytes": int(memory - total) if memory else None,
-                    "margin_ratio": (memory - total) / memory if memory else None,
-                    "fits": fits,
-                    "verdict": verdict,
-                    "largest_part": largest.name,
-                    "largest_part_bytes": int(largest.bytes),
-                    "recipe_summary": recipe.summary(),
-                    "estimate": est.as_dict(),
-                }
-            )
+            rows.append(_row(recipe, profile, gpus))
     return rows
 
 
@@ -155,7 +186,9 @@ def render(rows: list[dict], console, scale: str = "full") -> None:
         ("recipe", "left"),
         ("profile", "left"),
         ("memory", "right"),
+        ("as", "left"),
         ("estimate", "right"),
+        ("observed", "right"),
         ("margin", "right"),
         ("margin %", "right"),
         ("fits", "left"),
@@ -169,7 +202,9 @@ def render(rows: list[dict], console, scale: str = "full") -> None:
             r["recipe"],
             r["profile"],
             _size(r["memory_bytes"]),
+            r["trainer"],
             _size(r["estimate_bytes"]),
+            f"{r['observed_peak_gb']:g} GB" if r.get("observed_peak_gb") else "-",
             _size(r["margin_bytes"]),
             pct,
             f"[{style.get(r['verdict'], '')}]{r['verdict']}[/]" if r["verdict"] in style else r["verdict"],
@@ -177,11 +212,35 @@ def render(rows: list[dict], console, scale: str = "full") -> None:
         )
     console.print(table)
     console.print(
-        f"fits: yes = at least {HEADROOM:.0%} of the memory to spare, tight = within it, no = above the "
-        "memory. Estimates count live tensors at the recipe's max length; `--json` has every part "
-        "with its formula.",
+        f"fits: estimate + {RESERVE_WORDS} against the memory; yes = at least {HEADROOM:.0%} to spare, "
+        "tight = within it, no = above it. Estimates count live tensors with every sequence at the "
+        "recipe's max length; `--json` has every part with its formula.",
         highlight=False,
     )
+    for line in notes_lines(rows):
+        console.print(line, highlight=False, markup=False)
+
+
+RESERVE_WORDS = "the CUDA context reserve (512 MiB a GPU, cited in --json)"
+
+
+def notes_lines(rows: list[dict]) -> list[str]:
+    """The words under the table: per-trainer estimates, observed peaks, unhonoured keys, notes."""
+    lines, seen = [], set()
+    for r in rows:
+        others = ", ".join(f"{t} {_size(v['estimate_bytes'])}" for t, v in r["trainers"].items())
+        lines.append(f"{r['recipe']} on {r['profile']}: as {others}")
+        if r.get("observed_peak_gb"):
+            lines.append(
+                f"  observed {r['observed_peak_gb']:g} GB (toolkit: observed_peak_gb, read as GiB: "
+                f"nvidia-smi reports MiB); the plan is {r['estimate_vs_observed']:.2f} of it"
+            )
+        if r["recipe"] in seen:
+            continue
+        seen.add(r["recipe"])
+        lines += [f"  unhonoured {u['key']}: {u['reason']}" for u in r["unhonoured"]]
+        lines += [f"  note: {n}" for n in r["notes"]]
+    return lines
 
 
 def run_plan(request, recipe_list: list) -> int:
@@ -193,7 +252,7 @@ def run_plan(request, recipe_list: list) -> int:
     if not recipe_list:
         recipe_list = [recipes.override(r, request.recipe_assignments) for r in recipes.shipped().values()]
     profiles = _profiles(request.gpu_class)
-    rows = plan_rows(recipe_list, profiles, request.scale, request.model)
+    rows = plan_rows(recipe_list, profiles, request.scale, request.model, request.gpus or 1)
     from toolkit.bench.estimate import NOT_COUNTED
 
     doc = {
@@ -209,7 +268,11 @@ def run_plan(request, recipe_list: list) -> int:
     if request.json == "-":
         sys.stdout.write(text)
         render(rows, err, scale)
-    else:
+    elif requested:
+        for line in notes_lines(rows):
+            if line.lstrip().startswith(("unhonoured ", "note:")):
+                err.print(line.strip(), highlight=False, markup=False)
+    if request.json != "-":
         if request.json:
             from toolkit.atomic import write_text_atomic
 

@@ -55,6 +55,24 @@ class Recipe:
     unhonoured: tuple[tuple[str, str], ...] = ()  # (key, why) of the imported file
     notes: tuple[str, ...] = ()
     origin: str = ""
+    # what the LLaMA-Factory file asks of its trainer beyond the TRL run (the memory plan reads them)
+    source_format: str = "llamafactory"  # llamafactory (--recipe FILE) | shipped (toolkit/data/recipes)
+    lf_version: str = ""  # the LLaMA-Factory schema the keys were checked against
+    model_name: str | None = None  # model_name_or_path as the file writes it
+    arch_overridden: bool = False  # --arch replaced the model the file names
+    quantization_method: str = "bnb"  # as LLaMA-Factory spells it
+    deepspeed: dict | None = None  # {"stage", "offload_optimizer", "offload_param", "config"}
+    liger: bool = False  # enable_liger_kernel
+    unsloth: bool = False  # use_unsloth
+    unsloth_gc: bool = False  # use_unsloth_gc
+    packing: bool = False  # packing or neat_packing
+    pure_bf16: bool = False
+    ref_model: str | None = None
+    upcast_lmhead_output: bool = False
+    upcast_layernorm: bool = False
+    flash_attn: str = "auto"
+    optimizer_variant: str | None = None  # galore | apollo | badam | adam_mini | muon
+    fp8: bool = False
 
     @property
     def quantized(self) -> bool:
@@ -193,8 +211,6 @@ def validate(recipe: Recipe) -> None:
     problems = _value_problems(recipe)
     if recipe.warmup_steps < 0:
         problems.append(f"warmup_steps must be at least 0, not {recipe.warmup_steps}")
-    if recipe.stage == "kto" and recipe.batch_size < 2:
-        problems.append("KTO needs per_device_train_batch_size of at least 2 (its KL term mixes the batch)")
     if recipe.precision not in ("bf16", "fp16", "fp32"):
         problems.append(f"precision {recipe.precision!r}: bf16, fp16 or fp32")
     if recipe.eos_token is not None and recipe.eos_token == recipe.pad_token:

@@ -47,7 +47,10 @@ def parse_yaml(text: str, origin: str, architecture: str | None = None) -> Recip
 
 @cache
 def shipped() -> dict[str, Recipe]:
-    found = [parse_yaml(text, name) for name, text in data_texts("recipes", ".yaml")]
+    found = [
+        replace(parse_yaml(text, name), source_format="shipped")
+        for name, text in data_texts("recipes", ".yaml")
+    ]
     for recipe in found:
         validate(recipe)
     return {r.name: r for r in found}
@@ -80,7 +83,22 @@ def replace_architecture(recipe: Recipe, name: str | None) -> Recipe:
     if not name:
         return recipe
     arch = architectures.get(name)
-    return replace(recipe, architecture=arch.name, model=arch.shape, model_config=dict(arch.config))
+    notes = recipe.notes
+    overridden = bool(recipe.architecture and recipe.architecture != arch.name)
+    if overridden:
+        notes = (
+            *notes,
+            f"--arch {arch.name} replaces the recipe's model {recipe.model_name or recipe.architecture}: "
+            f"planned and run as {arch.name}",
+        )
+    return replace(
+        recipe,
+        architecture=arch.name,
+        model=arch.shape,
+        model_config=dict(arch.config),
+        notes=notes,
+        arch_overridden=overridden or recipe.arch_overridden,
+    )
 
 
 def sized(recipe: Recipe, shape: ModelShape | None, max_length: int, max_batch: int, steps: tuple[int, int]):
@@ -88,6 +106,17 @@ def sized(recipe: Recipe, shape: ModelShape | None, max_length: int, max_batch: 
     head grouping, at most `max_length` tokens and `max_batch` sequences, no accumulation."""
     warmup, measured = steps
     if shape is None:
+        if recipe.stage == "kto" and recipe.batch_size < 2:  # TRL's KTOTrainer pairs within the batch
+            return replace(
+                recipe,
+                batch_size=2,
+                warmup_steps=warmup,
+                measured_steps=measured,
+                notes=(
+                    *recipe.notes,
+                    "run at batch 2: TRL's KTOTrainer builds the KL pairs within the batch",
+                ),
+            )
         return replace(recipe, warmup_steps=warmup, measured_steps=measured)
     ratio = max(1, recipe.model.num_attention_heads // max(1, recipe.model.num_key_value_heads))
     kv = max(1, shape.num_attention_heads // ratio)
@@ -139,6 +168,10 @@ def override(recipe: Recipe, assignments: list[str]) -> Recipe:
                 "unhonoured",
                 "notes",
                 "model_config",
+                "deepspeed",
+                "source_format",
+                "lf_version",
+                "arch_overridden",
             )
         ):
             raise UsageError(

@@ -36,6 +36,7 @@ class BenchRequest:
     recipes: tuple[str, ...] = _opt("--recipe", RANK, NODE, default=())
     arch: str | None = _opt("--arch", RANK, NODE)
     model: str | None = _opt("--model", RANK, NODE)
+    engine: str = _opt("--engine", NODE, default="trl")  # trl | llamafactory (not with --gpus)
     qdrant_url: str | None = _opt("--qdrant-url", RANK, NODE)
     qdrant_api_key_env: str | None = _opt("--qdrant-api-key-env", RANK)  # a controller's variable stays there
     gpus: int | None = _opt("--gpus", NODE)  # the launcher's own: its ranks run one process each
@@ -129,6 +130,11 @@ class BenchRequest:
             check_gpus(self.gpus, None)  # N < 2 is refused before anything runs; N > GPUs once torch is up
             if self.burn_in:
                 raise UsageError("--burn-in already runs on every visible GPU", hint="drop --gpus")
+        if self.engine != "trl" and (not self.recipes or self.gpus is not None or self.burn_in is not None):
+            raise UsageError(
+                f"--engine {self.engine} runs the --recipe files, one process on one device",
+                hint="add --recipe NAME|FILE.yaml; leave out --gpus and --burn-in",
+            )
         if self.burn_in is not None:
             from toolkit.bench.burnin import parse_duration
 

@@ -71,8 +71,7 @@ def run_loads(
             if guard is not None:
                 guard.enter()
             memory.reset()
-            # `train:NAME` runs the recipe NAME through the train load
-            module = importlib.import_module(f"toolkit.bench.workloads.{name.partition(':')[0]}")
+            module = importlib.import_module(load_module(name, ctx.engine))
             if torch is not None:
                 torch.manual_seed(ctx.seed)
             module.run(ctx, rec)
@@ -98,6 +97,15 @@ def run_loads(
         if interrupted or (guard is not None and guard.pending):
             return records, True
     return records, False
+
+
+def load_module(name: str, engine: str = "trl") -> str:
+    """The module that runs load `name`: `train:NAME` runs the recipe NAME through the train load (TRL),
+    or through the trainer `--engine` names (`toolkit.bench.engine_<engine>`)."""
+    kind = name.partition(":")[0]
+    if kind == "train" and engine != "trl":
+        return f"toolkit.bench.engine_{engine}"
+    return f"toolkit.bench.workloads.{kind}"
 
 
 class Interrupts:

@@ -100,6 +100,7 @@ def _context(request: BenchRequest, setup: RunSetup):
         kto_loss=request.kto_loss,
         recipes={r.name: r for r in setup.recipes},
         model_path=request.model,
+        engine=request.engine,
         qdrant=setup.qdrant,
     )
 
@@ -135,6 +136,7 @@ def _start_document(request: BenchRequest, setup: RunSetup, ctx, rank) -> RunDoc
             "workloads": list(setup.workloads),
             "recipes": [r.summary() for r in setup.recipes],
             "model": request.model or "synthetic weights of the recipe's architecture",
+            "engine": request.engine,
             "seed": request.seed,
             "dtype": ctx.dtype,
             "floors": {k: {"values": v.values, "basis": v.basis} for k, v in settings.floors.items()},

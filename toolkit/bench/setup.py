@@ -56,9 +56,11 @@ def load_recipes(request: BenchRequest) -> list:
     for recipe in found:
         if recipe.architecture is None and not request.model:
             raise UsageError(
-                f"recipe {recipe.name} does not name its model",
-                hint="add --arch NAME (see toolkit bench --list), model_name_or_path with a known Hub id, "
-                "or --model PATH_OR_ID",
+                f"recipe {recipe.name}: no architecture known for {recipe.model_name}"
+                if getattr(recipe, "model_name", None)
+                else f"recipe {recipe.name} does not name its model",
+                hint="give the model's config.json: --plan --model DIR (a folder with config.json, or a Hub "
+                "id in the local Hugging Face cache), or --arch NAME (see toolkit bench --list)",
             )
     if request.model:
         from toolkit.bench.architectures import resolve_model
@@ -74,6 +76,10 @@ def prepare(request: BenchRequest, recipe_list: list, distributed: bool) -> RunS
     from toolkit.history import results_dir
 
     request.check()
+    if request.engine == "llamafactory":  # its own environment: missing is exit 2 with the install hint
+        from toolkit.bench.engine_llamafactory import check_available
+
+        check_available()
     burn_in = _burn_in_seconds(request)
     name, spec, found, mismatch = resolve_profile(request.gpu_class, request.allow_mismatch)
     measured_peaks = spec is None

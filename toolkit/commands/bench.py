@@ -83,6 +83,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "weights (nothing is downloaded)",
     )
     parser.add_argument(
+        "--engine",
+        choices=("trl", "llamafactory"),
+        default="trl",
+        help="trainer that runs each --recipe: trl (toolkit's own TRL + PEFT run, default) or llamafactory "
+        "(LLaMA-Factory itself, in the environment scripts/install_llamafactory.sh creates; same metrics)",
+    )
+    parser.add_argument(
         "--plan",
         action="store_true",
         help="estimate each recipe's memory against the profile(s) and say whether it fits; runs nothing "

@@ -273,8 +273,14 @@ def run_recipe(ctx, rec, recipe, model_note: str | None = None) -> None:
             f"real: {found_at}"
             if folder
             else model_note
-            or f"synthetic (random) weights of the exact architecture {recipe.architecture} "
-            f"({recipe.model_config.get('model_type', 'llama')})"
+            or (
+                f"synthetic (random) weights of architecture {recipe.architecture} "
+                f"({recipe.model_config.get('model_type', 'llama')}), standing in for the file's model "
+                f"{recipe.model_name} (--arch)"
+                if getattr(recipe, "arch_overridden", False)
+                else f"synthetic (random) weights of the exact architecture {recipe.architecture} "
+                f"({recipe.model_config.get('model_type', 'llama')})"
+            )
         ),
         "model": {k: v for k, v in vars(recipe.model).items() if v is not None},
         "parameters": flops.total_params(recipe.model),
