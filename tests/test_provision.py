@@ -134,6 +134,28 @@ def test_services_enabled_and_running(converged):
     assert host.ssh("systemctl is-active nvidia-persistenced", check=False).stdout.strip() == "inactive"
 
 
+def test_persistence_mode_is_on_whatever_the_packaged_unit_says(converged):
+    """The packaged unit here is Ubuntu's (static, StopWhenUnneeded, --no-persistence-mode): the unit
+    systemd runs is the role's, with persistence mode on, and it starts and stays up."""
+    host, *_ = converged
+    unit = host.ssh("systemctl cat nvidia-persistenced").stdout
+    assert unit.startswith("# /etc/systemd/system/nvidia-persistenced.service")  # the role's, alone
+    settings = [line for line in unit.splitlines() if line and not line.startswith("#")]
+    [start] = [line for line in settings if line.startswith("ExecStart=")]
+    assert "--persistence-mode" in start and "--no-persistence-mode" not in start
+    assert not [line for line in settings if line.startswith("StopWhenUnneeded")]
+    exec_start = host.ssh("systemctl show -p ExecStart --value nvidia-persistenced").stdout
+    assert "--persistence-mode --verbose" in exec_start and "--no-persistence-mode" not in exec_start
+    # as after the reboot with the driver loaded: the daemon starts with persistence on and stays up
+    host.ssh("systemctl start nvidia-persistenced && sleep 2")
+    try:
+        assert host.ssh("systemctl is-active nvidia-persistenced", check=False).stdout.strip() == "active"
+        calls = host.ssh("cat /var/log/toolkit-stub-calls.log").stdout.splitlines()
+        assert "nvidia-persistenced --persistence-mode --verbose" in calls
+    finally:
+        host.ssh("systemctl stop nvidia-persistenced", check=False)
+
+
 def test_kernel_command_line_and_reboot_marker(converged):
     host, (_, first), (_, second) = converged
     dropin = host.ssh("cat /etc/default/grub.d/90-toolkit.cfg").stdout

@@ -51,22 +51,26 @@ LOGGER = """#!/bin/sh
 echo "$(basename "$0") $*" >> /var/log/toolkit-stub-calls.log
 """
 
+# The unit as Ubuntu's nvidia-graphics-drivers packages ship it (its shape as `systemctl cat` prints it in
+# public reports): static (no [Install]), stopped when nothing needs it, and persistence mode OFF. The role
+# must turn persistence on however the packaged unit is written.
 PERSISTENCED_UNIT = """[Unit]
-Description=NVIDIA Persistence Daemon (TEST STUB)
+Description=NVIDIA Persistence Daemon
+Wants=syslog.target
+StopWhenUnneeded=true
+Before=systemd-backlight@backlight:nvidia_0.service
 
 [Service]
-Type=simple
-ExecStart=/usr/bin/nvidia-persistenced --verbose
-Restart=no
-
-[Install]
-WantedBy=multi-user.target
+Type=forking
+ExecStart=/usr/bin/nvidia-persistenced --user nvidia-persistenced --no-persistence-mode --verbose
+ExecStopPost=/bin/rm -rf /var/run/nvidia-persistenced
 """
 
 PERSISTENCED = """#!/bin/sh
-# TEST STUB of nvidia-persistenced: logs and stays up like the daemon.
+# TEST STUB of nvidia-persistenced: logs its arguments and forks a child that stays up, as the daemon does.
 echo "nvidia-persistenced $*" >> /var/log/toolkit-stub-calls.log
-exec sleep infinity
+sleep infinity </dev/null >/dev/null 2>&1 &
+exit 0
 """
 
 
