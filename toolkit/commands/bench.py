@@ -152,6 +152,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a load's size for this run, e.g. kto_lora.batch_size=8 (repeatable; "
         "the report records it)",
     )
+    from toolkit.bench.serving.options import add_arguments as add_serving_arguments
+
+    add_serving_arguments(parser)
+    from toolkit.bench.adapter_check import add_arguments as add_adapter_arguments
+
+    add_adapter_arguments(parser)
 
 
 def _sigterm_interrupts() -> None:
@@ -167,6 +173,14 @@ def _sigterm_interrupts() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "serve", None):  # measure a running inference server (docs/SERVING.md)
+        from toolkit.bench.serving.run import run_serving
+
+        return run_serving(args)
+    if getattr(args, "adapter", None):  # merge -> GGUF -> serve -> token agreement (docs/SERVING.md)
+        from toolkit.bench.adapter_check import run_command
+
+        return run_command(args)
     from toolkit.bench.request import BenchRequest
 
     request = BenchRequest.from_args(args)
