@@ -181,6 +181,10 @@ def test_ollama_counts_cold_start_and_offload_warning(server, tmp_path):
     assert doc["levels"][0]["tokens"]["source"] == "eval_count"
     assert doc["cold_start"]["load_duration_s"] == pytest.approx(0.001)
     assert any("on the CPU" in w for w in doc["warnings"])
+    # the served file's size comes from /api/tags, so batch-1 decode is judged against the roofline
+    assert doc["server"]["weights_bytes"] == Scenario().weights_bytes
+    assert doc["expectations"]["decode"]["status"] != "skipped", doc["expectations"]["decode"]
+    assert doc["expectations"]["decode"]["weights_bytes"] == Scenario().weights_bytes
 
 
 def test_slower_than_the_slo_fails_with_goodput_zero(server, tmp_path):

@@ -39,7 +39,7 @@ def decode_roofline(
     if not weights_bytes or not bandwidth:
         return {
             "status": "skipped",
-            "detail": "the served file's size is unknown (llama.cpp /v1/models meta or Ollama /api/ps)"
+            "detail": "the served file's size is unknown (llama.cpp /v1/models meta or Ollama /api/tags)"
             if not weights_bytes
             else "no bandwidth for this class (--gpu CLASS)",
         }

@@ -105,6 +105,7 @@ class ServingRun:
                 f"the Ollama server at {self.target.origin} has no model",
                 hint="ollama pull NAME, or --model NAME",
             )
+        self.info.use_model(self.model)
 
     def _plan(self) -> list[int]:
         if self.opts.levels:

@@ -34,6 +34,13 @@ class ServerInfo:
     weights_bytes: int | None = None
     n_params: int | None = None
     offload: list[dict] = field(default_factory=list)  # Ollama /api/ps
+    model_sizes: dict[str, int] = field(default_factory=dict)  # Ollama /api/tags: each model's file size
+
+    def use_model(self, name: str | None) -> None:
+        """The served model is known: its file size (Ollama's /api/tags) is the weights read per token."""
+        if self.weights_bytes is None and name:
+            size = self.model_sizes.get(name) or self.model_sizes.get(f"{name}:latest")
+            self.weights_bytes = int(size) if size else None
 
     def as_json(self) -> dict:
         return {
@@ -85,7 +92,9 @@ def _llamacpp_slots(target: Target, info: ServerInfo) -> None:
 def _ollama(target: Target, info: ServerInfo) -> None:
     status, body = get_json(target, "/api/tags")
     if status == 200 and isinstance(body, dict):
-        info.models = [str(m.get("name")) for m in body.get("models") or [] if isinstance(m, dict)]
+        listed = [m for m in body.get("models") or [] if isinstance(m, dict)]
+        info.models = [str(m.get("name")) for m in listed]
+        info.model_sizes = {str(m.get("name")): m["size"] for m in listed if isinstance(m.get("size"), int)}
     status, body = get_json(target, "/api/ps")
     if status == 200 and isinstance(body, dict):
         for model in body.get("models") or []:
