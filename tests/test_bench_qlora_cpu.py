@@ -60,7 +60,7 @@ def test_shipped_qlora_recipe_and_a_users_8bit_file_train_on_the_cpu(tmp_path):
     users = tmp_path / "my_kto_8bit.yaml"
     users.write_text(
         "stage: kto\nfinetuning_type: lora\nquantization_bit: 8\nlora_rank: 8\nlora_target: all\n"
-        "pref_beta: 0.1\npref_loss: kto\nbf16: true\ncutoff_len: 512\nper_device_train_batch_size: 2\n"
+        "pref_beta: 0.1\npref_loss: sigmoid\nbf16: true\ncutoff_len: 512\nper_device_train_batch_size: 2\n"
         "learning_rate: 1.0e-04\noptim: adamw_torch\n"
     )
     proc, doc = _bench(

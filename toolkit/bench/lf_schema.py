@@ -66,8 +66,11 @@ def choices(key: str, version: str = LF_VERSION) -> list[str] | None:
 
 
 def _close(word: str, candidates) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    candidates = list(candidates)
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (one of: {', '.join(map(str, candidates))})" if 0 < len(candidates) <= 12 else ""
 
 
 def refuse_other_formats(data: dict, origin: str) -> None:
