@@ -126,13 +126,20 @@ def test_every_recipe_runs_at_tiny_scale_4bit_included(tmp_path):
     assert list(results) == ["matmul", "memory_bandwidth", *(f"train:{n}" for n in SHIPPED)]
     for name in SHIPPED:
         rec = results[f"train:{name}"]
-        assert rec["status"] == "pass", (name, rec.get("error"), rec["expected"])
+        # a busy machine (the test suite's own neighbours) makes a shortfall inconclusive, never a fail
+        busy = bool((rec.get("contention") or {}).get("busy"))
+        assert rec["status"] == "pass" or (busy and rec["status"] == "inconclusive"), (
+            name,
+            rec.get("error"),
+            rec["expected"],
+        )
         if name.startswith("qlora"):  # 4-bit on bitsandbytes' CPU backend (test_bench_qlora_cpu.py)
             assert rec["config"]["quantized_base"]["backend"] == "cpu"
             assert rec["metrics"]["tokens_per_second"] > 0 and rec["metrics"]["steps_completed"] == 4
             continue
         assert rec["metrics"]["steps_completed"] == 4
-        assert rec["metrics"]["tokens_per_second"] > 0 and 0 < rec["metrics"]["mfu_ratio"] < 1
+        mfu = rec["metrics"]["mfu_ratio"]  # over 1 only where a busy machine depressed the measured peak
+        assert rec["metrics"]["tokens_per_second"] > 0 and mfu > 0 and (busy or mfu < 1)
         assert "synthetic (random) weights of the exact architecture" in rec["config"]["weights"]
         formula = rec["flops"]["formula"]
         stage = rec["config"]["stage"]
