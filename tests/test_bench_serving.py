@@ -222,3 +222,14 @@ def test_user_prompts_must_be_unique_and_enough(server, tmp_path):
     )
     code, _doc, text = serve(server, tmp_path, "--concurrency", "1", "--prompts", str(sharegpt))
     assert code == 0, text
+
+
+def test_decode_above_the_roofline_is_not_judged_by_it():
+    """A model small enough for the processor's caches decodes faster than memory bandwidth allows (a 14 M
+    parameter q8_0 model on llama-server here: 1.57 x): the roofline says nothing about it, no pass."""
+    from toolkit.bench.serving import expectations
+
+    fast = expectations.decode_roofline(15 << 20, 2.5e9, "measured", 250.0, on_cpu=True)
+    assert fast["status"] == "info" and "caches" in fast["detail"] and fast["fraction"] > 1.5
+    slow = expectations.decode_roofline(15 << 20, 2.5e9, "measured", 40.0, on_cpu=True)
+    assert slow["status"] == "warn" and slow["floor"] == expectations.CPU_DECODE_FLOOR

@@ -82,6 +82,7 @@ def _notes(doc: dict) -> list[str]:
         notes.append(
             f"batch-1 decode {decode['measured_tps']:.1f} tok/s = {decode['fraction']:.2f} of the "
             f"{decode['roofline_tps']:.1f} tok/s roofline ({decode['bandwidth_basis']}): {decode['status']}"
+            + (f" ({decode['detail']})" if decode.get("detail") else "")
         )
     notes += [f"warning: {w}" for w in doc.get("warnings") or []]
     return notes
