@@ -120,9 +120,16 @@ def test_docker_runs_with_the_nvidia_runtime(converged):
     assert config["log-opts"]["max-size"] == "100m" and config["live-restore"] is True
     runtimes = json.loads(host.ssh("docker info --format '{{json .Runtimes}}'").stdout)
     assert "nvidia" in runtimes
-    # nvidia-ctk ran once, on the first run only (the second found the runtime registered)
+    # nvidia-ctk ran once, on the first run only (the second found the runtime registered); no driver is
+    # loaded in a test host, so the /dev/char links are left to the udev rule
     calls = host.ssh("cat /var/log/toolkit-stub-nvidia-ctk.log").stdout.splitlines()
     assert calls == ["runtime configure --runtime=docker"]
+    rule = host.ssh("cat /etc/udev/rules.d/71-nvidia-dev-char.rules").stdout
+    [active] = [line for line in rule.splitlines() if line and not line.startswith("#")]
+    assert active == (
+        'ACTION=="add", DEVPATH=="/bus/pci/drivers/nvidia", '
+        'RUN+="/usr/bin/nvidia-ctk system create-dev-char-symlinks --create-all"'
+    )
 
 
 def test_services_enabled_and_running(converged):
