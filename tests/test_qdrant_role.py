@@ -263,7 +263,9 @@ def test_api_key_is_only_in_the_private_env_file(node, converged):
         holders = host.ssh(f"grep -rlsaF -- '{secret}' {' '.join(roots)} || true", timeout=300).stdout.split()
         assert ENV_FILE in holders
         assert all(h == ENV_FILE or h.startswith("/var/lib/docker/") for h in holders), holders
-        modes = host.ssh("stat -c '%a %n' " + " ".join(holders)).stdout.splitlines()
+        # a record of a container Docker is restarting can be gone by now: what still exists is checked
+        modes = host.ssh("stat -c '%a %n' " + " ".join(holders) + " 2>/dev/null || true").stdout.splitlines()
+        assert any(line.endswith(f" {ENV_FILE}") for line in modes), modes
         assert all(int(line.split()[0], 8) & 0o004 == 0 for line in modes), modes
     shown = host.ssh("systemctl show qdrant.service; systemctl cat qdrant.service").stdout
     assert SECRET not in shown and READ_ONLY not in shown
