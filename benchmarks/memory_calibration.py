@@ -102,9 +102,20 @@ REASONS = {
         "the plan puts every sequence at cutoff_len 2048; LLaMA-Factory pads each batch to its longest "
         "sequence, and an A40 holds at most 44.4 GiB to torch, so the observed run's batches were "
         "shorter than 2048 (its data lengths are not published); at the length the observed peak "
-        "implies, the same model gives the observed figure (see 'implied_tokens')"
+        "implies, the same model gives the observed figure (see 'implied_tokens'). LLaMA-Factory itself, "
+        "run on this recipe with every sequence at 2048 on an H200, peaked at 71.1 GiB (row "
+        "own-h200-lf-kto-gemma2-9b): more than an A40 has"
     ),
 }
+# Our own runs of the users' recipe on a lent GPU, each trainer at the recipe's full size (batch 4,
+# every sequence 2048 tokens, gradient accumulation 1 instead of 16: the peak is one micro-batch's),
+# the records as `toolkit bench --json` wrote them. Their figure is torch.cuda.max_memory_allocated in
+# the training process, so no context reserve is added.
+GPU_RUNS = ROOT / "benchmarks" / "gpu-runs" / "2026-12-04-h200-kto-gemma2-9b"
+OWN_RUNS = (
+    ("own-h200-lf-kto-gemma2-9b", "llamafactory.json", "llamafactory", "--engine llamafactory"),
+    ("own-h200-trl-kto-gemma2-9b", "trl-eager.json", "trl", "--engine trl"),
+)
 
 
 def _unsloth_recipe(context: int):
@@ -183,6 +194,33 @@ def _user_row():
         "llamafactory",
         extra={"implied_tokens": implied},
     )
+
+
+def _own_gpu_rows() -> list[dict]:
+    recipe = replace(recipes.shipped()["kto-gemma2-9b"], gradient_accumulation_steps=1)
+    found = []
+    for key, name, trainer, engine in OWN_RUNS:
+        doc = json.loads((GPU_RUNS / name).read_text(encoding="utf-8"))
+        rec = next(r for r in doc["results"] if r["workload"] == f"train:{recipe.name}")
+        ran = rec["config"]
+        sizes = (ran["per_device_train_batch_size"], ran["max_length"])
+        assert sizes == (recipe.batch_size, recipe.max_length)
+        assert rec["metrics"]["tokens_per_step_mean"] == recipe.batch_size * recipe.max_length  # all full
+        measured = rec["metrics"]["peak_memory_bytes"] / GIB
+        found.append(
+            _row(
+                key,
+                f"own run, {doc['gpu_class']['detected']}, {doc['started_at'][:10]}: `toolkit bench --recipe "
+                f"{recipe.name} {engine} --set recipe.gradient_accumulation_steps=1` "
+                f"(benchmarks/gpu-runs/{GPU_RUNS.name}/{name}, torch.cuda.max_memory_allocated)",
+                f"{recipe.name}: KTO LoRA r{recipe.lora_rank}, batch {recipe.batch_size}, every sequence "
+                f"{recipe.max_length} tokens, eager attention",
+                round(measured, 2),
+                estimate_training(recipe, "cuda", trainer=trainer).total,
+                trainer,
+            )
+        )
+    return found
 
 
 def _lf_wiki_rows() -> list[dict]:
@@ -364,6 +402,7 @@ def rows() -> list[dict]:
     found += _lf_wiki_rows()
     found += _torchtune_rows()
     found.append(_user_row())
+    found += _own_gpu_rows()
     return found
 
 

@@ -148,6 +148,14 @@ def sized_config(config: dict, shape: ModelShape, tokenizer, max_positions: int)
     return cfg
 
 
+def attention_kwargs(model_type: str | None) -> dict:
+    """How a model is loaded for training: Gemma 2 soft-caps its attention scores, which SDPA cannot do.
+    transformers up to 5.17 still gives it SDPA (the soft-capping silently dropped), later releases
+    eager; LLaMA-Factory forces eager when FlashAttention-2 is absent. Eager everywhere, so the trained
+    model is the real one and the memory plan's attention layout is the one that ran."""
+    return {"attn_implementation": "eager"} if model_type == "gemma2" else {}
+
+
 def build_model(config: dict, dtype, device: str, seed: int = 0):
     """A causal LM of this config with random weights, allocated on `device` directly in `dtype`
     (building in fp32 and converting would need 1.5x the memory at full size)."""
@@ -161,7 +169,7 @@ def build_model(config: dict, dtype, device: str, seed: int = 0):
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            model = AutoModelForCausalLM.from_config(hf_config)
+            model = AutoModelForCausalLM.from_config(hf_config, **attention_kwargs(config.get("model_type")))
     finally:
         torch.set_default_dtype(previous)
     model.generation_config.pad_token_id = config.get("pad_token_id")

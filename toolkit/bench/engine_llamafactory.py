@@ -210,11 +210,18 @@ def _model_folder(ctx, recipe, folder: Path) -> tuple[Path, str]:
     dtype = "float32" if ctx.device == "cpu" else "bfloat16" if recipe.precision == "bf16" else "float16"
     import torch
 
-    model = architectures.build_model(cfg, getattr(torch, dtype), "cpu", seed=ctx.seed)
+    # built where the run trains: a GPU fills 9B random weights in a second where the CPU takes minutes;
+    # its memory is handed back before LLaMA-Factory's process starts (only this process's context stays)
+    model = architectures.build_model(cfg, getattr(torch, dtype), ctx.device, seed=ctx.seed)
     target = folder / "model"
     model.save_pretrained(target)
     tok.save_pretrained(target)
     del model
+    if ctx.device != "cpu":
+        import gc
+
+        gc.collect()
+        torch.cuda.empty_cache()
     return target, (
         f"synthetic (random) weights of the exact architecture {recipe.architecture} "
         f"({cfg.get('model_type', 'llama')}), saved for LLaMA-Factory to load"
@@ -347,9 +354,10 @@ def _with_shape(recipe, shape):
 
 
 def _estimate(rec, recipe, device: str) -> None:
+    """The plan of the trainer that runs: LLaMA-Factory's layout, not the TRL path's."""
     from toolkit.bench.estimate import estimate_training
 
-    est = estimate_training(recipe, device)
+    est = estimate_training(recipe, device, trainer="llamafactory")
     rec.metrics["memory_estimate_bytes"] = int(est.total)
     rec.config["memory_estimate"] = est.as_dict()
 

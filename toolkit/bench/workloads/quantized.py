@@ -97,8 +97,12 @@ def build(ctx, recipe, dtype, folder, cfg):
 def load(folder, recipe, device: str, dtype):
     """(model, description): the weights in `folder` quantized while loading, on `device`; raises
     CannotQuantize with the reason when bitsandbytes cannot do it here."""
+    from pathlib import Path
+
     import torch
     from transformers import AutoModelForCausalLM
+
+    from toolkit.bench import architectures
 
     # the whole model on one device: the CPU, or this process's GPU (its rank's under --gpus N)
     target = "cpu" if device == "cpu" else torch.cuda.current_device()
@@ -110,6 +114,7 @@ def load(folder, recipe, device: str, dtype):
                 local_files_only=True,
                 quantization_config=bnb_config(recipe, device),
                 device_map={"": target},
+                **architectures.attention_kwargs(architectures.read_config(Path(folder)).get("model_type")),
             )
     except (ImportError, ValueError, RuntimeError, NotImplementedError) as exc:
         if isinstance(exc, torch.OutOfMemoryError):  # the runner reports it as out_of_memory

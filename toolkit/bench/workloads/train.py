@@ -22,13 +22,13 @@ from __future__ import annotations
 import random
 import statistics
 import tempfile
-import time
 from dataclasses import replace
 
 from toolkit.bench import flops
 from toolkit.bench.shape import LORA_MODULES
 from toolkit.bench.timing import percentile, spread
 from toolkit.bench.workloads import quantized
+from toolkit.bench.workloads.step_timer import make_step_timer
 
 # a Llama-3-style chat layout for chat recipes: each turn closes with the recipe's EOS token
 CHAT_TOKENS = ("<|start_header_id|>", "<|end_header_id|>")
@@ -147,7 +147,10 @@ def _model(ctx, recipe, tok, dtype, folder):
     else:
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
+        kind = architectures.read_config(folder).get("model_type")
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, local_files_only=True, **architectures.attention_kwargs(kind)
+        )
         model = model.to(ctx.device)
     if len(tok) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tok))
@@ -178,7 +181,7 @@ def _trainer(ctx, recipe, model, tok, data, out, optim):
         bf16=on_gpu and dtype == "bfloat16",
         fp16=on_gpu and dtype == "float16",
         use_cpu=not on_gpu,
-        activation_checkpointing=recipe.activation_checkpointing,
+        **{_checkpointing_key(): recipe.activation_checkpointing},
         logging_steps=1,
         report_to="none",
         save_strategy="no",
@@ -250,18 +253,33 @@ def _flops(recipe, shape, n_trainable: int, context: float, kl_ratio: float) -> 
     return train, flops.LORA_FORMULA
 
 
+def _synthetic_note(recipe) -> str:
+    kind = recipe.model_config.get("model_type", "llama")
+    if getattr(recipe, "arch_overridden", False):
+        return (
+            f"synthetic (random) weights of architecture {recipe.architecture} ({kind}), standing in for "
+            f"the file's model {recipe.model_name} (--arch)"
+        )
+    return f"synthetic (random) weights of the exact architecture {recipe.architecture} ({kind})"
+
+
+def _model_source(ctx, recipe):
+    """(recipe, folder, where it was found): --model's folder with its own shape, or no folder."""
+    if not ctx.model_path:
+        return recipe, None, None
+    from toolkit.bench import architectures
+
+    folder, found_at = architectures.resolve_model(ctx.model_path)
+    shape = architectures.shape_from_config(architectures.read_config(folder))
+    return replace(recipe, model=shape, architecture=None), folder, found_at
+
+
 def run_recipe(ctx, rec, recipe, model_note: str | None = None) -> None:
     """Train `recipe` for its warm-up and measured steps and fill `rec` (config, flops, metrics, checks)."""
     import torch
     from transformers import PrinterCallback
 
-    from toolkit.bench import architectures
-
-    folder, found_at = (None, None)
-    if ctx.model_path:
-        folder, found_at = architectures.resolve_model(ctx.model_path)
-        shape = architectures.shape_from_config(architectures.read_config(folder))
-        recipe = replace(recipe, model=shape, architecture=None)
+    recipe, folder, found_at = _model_source(ctx, recipe)
     on_gpu = ctx.device != "cpu"
     optim, optim_note = _optim(recipe, on_gpu)
     dtype = _dtype_name(ctx, recipe)
@@ -269,19 +287,7 @@ def run_recipe(ctx, rec, recipe, model_note: str | None = None) -> None:
         "recipe": recipe.name,
         "origin": recipe.origin,
         "stage": recipe.stage,
-        "weights": (
-            f"real: {found_at}"
-            if folder
-            else model_note
-            or (
-                f"synthetic (random) weights of architecture {recipe.architecture} "
-                f"({recipe.model_config.get('model_type', 'llama')}), standing in for the file's model "
-                f"{recipe.model_name} (--arch)"
-                if getattr(recipe, "arch_overridden", False)
-                else f"synthetic (random) weights of the exact architecture {recipe.architecture} "
-                f"({recipe.model_config.get('model_type', 'llama')})"
-            )
-        ),
+        "weights": f"real: {found_at}" if folder else model_note or _synthetic_note(recipe),
         "model": {k: v for k, v in vars(recipe.model).items() if v is not None},
         "parameters": flops.total_params(recipe.model),
         "finetuning_type": recipe.finetuning_type,
@@ -347,6 +353,8 @@ def run_recipe(ctx, rec, recipe, model_note: str | None = None) -> None:
         if described is not None:
             described["adapter_dtype"] = quantized.adapter_dtype(trainer.model)
         rec.metrics.update(steps_completed=0, loss_per_step=[], trainable_params=n_trainable)
+        if not _kept_examples(rec, trainer.train_dataset, n_examples, recipe):
+            return
         timer = make_step_timer(ctx, rec, recipe.warmup_steps, total)
         trainer.add_callback(timer)
         trainer.train()
@@ -395,6 +403,38 @@ def run_recipe(ctx, rec, recipe, model_note: str | None = None) -> None:
         torch.cuda.empty_cache()
 
 
+def _checkpointing_key() -> str:
+    """transformers renamed `gradient_checkpointing` to `activation_checkpointing` within 5.x (5.17 has
+    only the old name, 5.25 both): the name the installed TrainingArguments takes."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
+def _kept_examples(rec, dataset, n_examples: int, recipe) -> bool:
+    """TRL drops an example whose prompt alone fills max_length: none left is a clear error before
+    training (not a crash on an empty epoch), some dropped a note."""
+    try:
+        kept = len(dataset)
+    except TypeError:  # an iterable dataset: nothing to count
+        return True
+    if kept == 0:
+        rec.fail(
+            "error",
+            "no_data",
+            f"TRL dropped all {n_examples} examples: each prompt ({recipe.words[0]} words) fills the "
+            f"{recipe.max_length} tokens of max_length by itself; lower recipe.prompt_words "
+            "(--set recipe.prompt_words=N) or raise the cutoff",
+        )
+        return False
+    if kept < n_examples:
+        rec.notes.append(f"TRL dropped {n_examples - kept} of {n_examples} examples (prompt past max_length)")
+    return True
+
+
 def _context(dataset, recipe) -> tuple[float | None, float]:
     """KTO: mean tokens per training sequence and the KL batch's share, from the tokenized dataset (the
     KL batch is not in the counted tokens). Other stages: None (taken from the counted tokens)."""
@@ -424,47 +464,3 @@ def _estimate(rec, recipe, device: str) -> None:
     est = estimate_training(recipe, device)
     rec.metrics["memory_estimate_bytes"] = int(est.total)
     rec.config["memory_estimate"] = est.as_dict()
-
-
-class _StepTimerBase:
-    """Times optimizer steps end to end (data loading included), synchronising the device."""
-
-    def __init__(self, ctx, rec, warmup: int, total: int):
-        self.ctx, self.rec, self.warmup, self.total = ctx, rec, warmup, total
-        self.measured: list[tuple[float, int]] = []
-        self._t = self._tokens = None
-
-    def on_train_begin(self, args, state, control, **kw):
-        self.ctx.sync()
-        self._t, self._tokens = time.perf_counter(), state.num_input_tokens_seen
-
-    def on_step_end(self, args, state, control, **kw):
-        self.ctx.sync()
-        now = time.perf_counter()
-        dt, n = now - self._t, state.num_input_tokens_seen - self._tokens
-        self._t, self._tokens = now, state.num_input_tokens_seen
-        step = state.global_step
-        if step <= self.warmup:
-            self.rec.warmup.setdefault("step_time_seconds", []).append(dt)
-        else:
-            self.measured.append((dt, n))
-        self.rec.metrics["steps_completed"] = step
-        self.ctx.progress(step, self.total)
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        if logs and "loss" in logs:
-            loss = round(float(logs["loss"]), 6)
-            if state.global_step <= self.warmup:
-                self.rec.warmup.setdefault("loss_per_step", []).append(loss)
-            else:
-                self.rec.metrics["loss_per_step"].append(loss)
-
-
-def make_step_timer(ctx, rec, warmup: int, total: int):
-    """A `TrainerCallback` built on first use, so importing this module stays free of transformers."""
-    from transformers import TrainerCallback
-
-    class StepTimer(_StepTimerBase, TrainerCallback):
-        pass
-
-    return StepTimer(ctx, rec, warmup, total)
