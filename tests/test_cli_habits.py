@@ -155,6 +155,7 @@ def test_every_shipped_recipe_starts_with_its_run_and_plan_commands():
 
 def test_settings_reference_names_every_environment_variable_and_settings_key():
     from toolkit.health.collectors.qdrant_settings import KEYS as QDRANT_KEYS
+    from toolkit.health.collectors.serving_settings import KEYS as SERVING_KEYS
     from toolkit.health.config import SCHEMA
 
     reference = (REPO / "docs" / "SETTINGS.md").read_text()
@@ -169,6 +170,7 @@ def test_settings_reference_names_every_environment_variable_and_settings_key():
     for key, sub in SCHEMA.items():
         keys += [f"{key}.{k}" for k in sub] if isinstance(sub, dict) else [key]
     keys += [f"qdrant.{k}" for k in QDRANT_KEYS]
+    keys += [f"serving.{k}" for k in SERVING_KEYS]
     missing = sorted(k for k in keys if f"`{k}`" not in reference)
     assert not missing, f"settings keys missing from docs/SETTINGS.md: {missing}"
     from toolkit.fleet.targets import VARIABLES

@@ -7,7 +7,7 @@ import argparse
 
 from toolkit.errors import EXIT_UNKNOWN, HealthError
 
-COLLECTORS = ("gpu", "bmc", "docker", "system", "qdrant")
+COLLECTORS = ("gpu", "bmc", "docker", "system", "qdrant", "serving")
 
 
 def _keep_days(text: str) -> float:  # a number of days, at least 0 (store.keep_days checks it)
@@ -43,6 +43,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="check the Qdrant at this REST URL (http://HOST:6333); the API key comes from "
         "TOOLKIT_QDRANT_API_KEY or qdrant.api_key in the settings file, never the command line",
+    )
+    p.add_argument(
+        "--serving-url",
+        metavar="URL",
+        help="check the model server at this URL (llama-server, Ollama or OpenAI-compatible: "
+        "http://127.0.0.1:8080); its API key comes from TOOLKIT_SERVING_API_KEY or serving.api_key",
     )
     p.add_argument(
         "--config",
@@ -133,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         bmc_tool=args.bmc_tool,
         expect_gpus=args.expect_gpus,
         qdrant_url=args.qdrant_url,
+        serving_url=args.serving_url,
         skip=set(args.skip),
         config=cfg,
     )

@@ -18,6 +18,7 @@ class Options:
     bmc_tool: str | None = None  # None: the settings file's bmc.tool, else auto
     expect_gpus: int | None = None
     qdrant_url: str | None = None  # else the settings file's qdrant.url; the API key never comes from here
+    serving_url: str | None = None  # else the settings file's serving.url; likewise no key from here
     skip: set[str] = field(default_factory=set)
     config: dict = field(default_factory=dict)
 

@@ -65,6 +65,7 @@ SCHEMA: dict = {
         "reboot_required_file": TEXT,
     },
     "qdrant": None,  # toolkit/health/collectors/qdrant_settings.py checks its section
+    "serving": None,  # toolkit/health/collectors/serving_settings.py checks its section
     "report_dir": TEXT,
     "keep_days": "a number of days, at least 0",
     "prom_file": TEXT,
@@ -168,6 +169,7 @@ def load(path: str | None) -> dict:
     for section, key, what in (
         ("bmc", "password", "a BMC password"),
         ("qdrant", "api_key", "a Qdrant API key"),
+        ("serving", "api_key", "a model server's API key"),
     ):
         part = data.get(section)
         if isinstance(part, dict) and part.get(key):

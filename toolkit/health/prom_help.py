@@ -72,4 +72,13 @@ HELP = {
     "toolkit_qdrant_collection_points": "Points in each Qdrant collection.",
     "toolkit_qdrant_gpu_indexing_enabled": "1 when Qdrant indexes on a GPU (telemetry lists GPUs).",
     "toolkit_qdrant_storage_used_bytes": "Disk space used under Qdrant's storage folder, in bytes.",
+    # the model server (llama.cpp, Ollama, OpenAI-compatible)
+    "toolkit_serving_up": "1 when the model server answers (llama.cpp /health, Ollama /api/version).",
+    "toolkit_serving_model_loaded": "1 for the model the server serves (label model).",
+    "toolkit_serving_models_loaded": "Number of models Ollama holds in memory (/api/ps).",
+    "toolkit_serving_slots_busy": "llama.cpp slots processing a request (/slots).",
+    "toolkit_serving_requests_deferred": "Requests waiting for a free llama.cpp slot (/metrics).",
+    "toolkit_serving_gpu_share": "Share of an Ollama model in GPU memory (size_vram / size, 0-1).",
+    "toolkit_serving_requests_running": "Requests in progress on a vLLM server (/metrics).",
+    "toolkit_serving_requests_waiting": "Requests queued on a vLLM server (/metrics).",
 }

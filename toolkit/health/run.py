@@ -21,6 +21,7 @@ def _collectors() -> list[Collector]:
     from toolkit.health.collectors.gpu_amd import AmdCollector
     from toolkit.health.collectors.gpu_nvidia import NvidiaCollector
     from toolkit.health.collectors.qdrant import QdrantCollector
+    from toolkit.health.collectors.serving import ServingCollector
     from toolkit.health.collectors.system import SystemCollector
 
     return [
@@ -29,6 +30,7 @@ def _collectors() -> list[Collector]:
         DockerCollector(),
         SystemCollector(),
         QdrantCollector(),
+        ServingCollector(),
     ]
 
 
