@@ -30,6 +30,7 @@ CAPABILITIES = (
     "nvidia_container_toolkit",
     "health_report",
     "qdrant",
+    "llama_server",
 )
 
 
@@ -178,7 +179,7 @@ def _check_applied(args: argparse.Namespace, hosts: list[str], result: RunResult
     if untouched and not args.tags and not args.skip_tags:
         raise UsageError(
             f"no play applied to {', '.join(untouched)}: "
-            "the playbooks target gpu_nodes, nvidia_nodes, amd_nodes and qdrant_nodes",
+            "the playbooks target gpu_nodes, nvidia_nodes, amd_nodes, qdrant_nodes and llama_server_nodes",
             hint="put the hosts in those groups (see inventory/hosts.yml)",
         )
 
