@@ -38,6 +38,21 @@ def llama_server_binary() -> Path | None:
     return binary if os.access(binary, os.X_OK) else None
 
 
+PYSERVER_HINT = (
+    "scripts/build_llama_cpp_python.sh failed or TOOLKIT_NO_LLAMA_BUILD=1 (about 12 minutes on 2 cores)"
+)
+
+
+def llama_cpp_python() -> Path | None:
+    """The Python of the cached environment holding llama-cpp-python[server] (its own server, the serving
+    tests' "weak server"); built once by scripts/build_llama_cpp_python.sh on a machine without it. None
+    (the test skips) when the build fails or TOOLKIT_NO_LLAMA_BUILD=1."""
+    python = CACHE / f"llama-cpp-python-{VERSION}" / "venv" / "bin" / "python"
+    if not os.access(python, os.X_OK) and os.environ.get("TOOLKIT_NO_LLAMA_BUILD") != "1":
+        subprocess.run([str(ROOT / "scripts" / "build_llama_cpp_python.sh")], cwd=ROOT, check=False)
+    return python if os.access(python, os.X_OK) else None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

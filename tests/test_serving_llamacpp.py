@@ -10,21 +10,21 @@ reason where that build fails.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from llama_server import (
     BUILD_HINT,
+    PYSERVER_HINT,
     LlamaServer,
     build_tiny_llama,
     build_wide_llama,
     free_port,
     get_json,
+    llama_cpp_python,
     llama_server_binary,
 )
 
@@ -146,22 +146,21 @@ def test_serve_sweeps_the_real_llama_server_to_saturation(wide_gguf, tmp_path):
     assert failed_checks <= {"chunking"} and proc.returncode == (1 if failed_checks else 0), proc.stdout
 
 
-def _llama_cpp_python_server(gguf: Path, port: int) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+def _llama_cpp_python_server(python: Path, gguf: Path, port: int) -> subprocess.Popen:
+    argv = [str(python), "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
             "--port", str(port), "--n_ctx", "512"]  # fmt: skip
     log = gguf.with_suffix(f".pyserver-{port}.log").open("wb")
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-NO_PYSERVER = importlib.util.find_spec("llama_cpp") is None
-
-
-@pytest.mark.skipif(NO_PYSERVER, reason="llama-cpp-python[server] not installed")
 def test_llama_cpp_python_truncated_concurrent_streams_are_failures(adapter_run, tmp_path):
+    python = llama_cpp_python()  # its own cached environment, built on first use
+    if python is None:
+        pytest.skip(f"llama-cpp-python[server] not built: {PYSERVER_HINT}")
     _, doc, _ = adapter_run
     gguf = Path(doc["files"]["q8_0"]["file"])
     port = free_port()
-    process = _llama_cpp_python_server(gguf, port)
+    process = _llama_cpp_python_server(python, gguf, port)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -182,7 +181,11 @@ def test_llama_cpp_python_truncated_concurrent_streams_are_failures(adapter_run,
     level = result["levels"][-1]
     assert level["status"] == "fail"
     failed = {c["name"] for c in level["checks"] if c["status"] == "fail"}
-    # its truncated streams answer HTTP 200: only the end-of-stream check can see them
-    assert "streams_complete" in failed, level["checks"]
-    assert any(e["status"] == "truncated" for e in level["errors"])
-    assert level["tokens"]["source"] != "usage"  # it sends no usage
+    # llama-cpp-python 0.3.36 answers HTTP 200 and ends every stream properly (finish reason, [DONE]), but
+    # all streams except one stop after a token or so: only the exact-length check sees it (measured here:
+    # 7 of 8 answers 1 token long at concurrency 4)
+    assert "exact_lengths" in failed, level["checks"]
+    short = [e for e in level["errors"] if e["status"] in ("short", "truncated")]
+    assert len(short) >= 4 and level["ok"] + level["failed"] == 8, level["errors"]
+    assert level["tokens"]["source"] == "chunks"  # it sends no usage, no timings and no /metrics
+    assert level["tokens"]["output"] >= level["metrics"]["output_tokens"] > 0

@@ -48,6 +48,13 @@ class Stream:
     server_error: str | None = None
     text_chars: int = 0
 
+    @property
+    def tokens(self) -> int:
+        """The server's count, else the chunks' (one token for a chunk that does not say)."""
+        if self.output_tokens is not None:
+            return self.output_tokens
+        return sum(c or 1 for _, c in self.token_chunks)
+
     def token(self, when: float, text: str, count: int | None = None) -> None:
         if text or count:
             self.token_chunks.append((when, count))

@@ -217,7 +217,7 @@ class ServingRun:
         prompt = [o.stream.prompt_tokens for o in outcomes if o.stream.prompt_tokens is not None]
         return {
             "source": source,
-            "output": sum(o.stream.output_tokens or 0 for o in outcomes),
+            "output": sum(o.stream.tokens for o in outcomes),
             "prompt": sum(prompt) if prompt else None,
             "cached_prompt": sum(o.stream.cached_prompt_tokens or 0 for o in outcomes),
             "server_metrics_output_delta": deltas.get("output_tokens"),
