@@ -233,3 +233,26 @@ def test_decode_above_the_roofline_is_not_judged_by_it():
     assert fast["status"] == "info" and "caches" in fast["detail"] and fast["fraction"] > 1.5
     slow = expectations.decode_roofline(15 << 20, 2.5e9, "measured", 40.0, on_cpu=True)
     assert slow["status"] == "warn" and slow["floor"] == expectations.CPU_DECODE_FLOOR
+
+
+def test_offload_warning_says_when_the_gpu_has_room():
+    """`/api/ps` as Ollama's docs publish it (tests/fixtures/serving/ollama-api-ps-doc.json) with less of the
+    model in GPU memory (SIMULATED, as issue ollama#10760's 83%/17% node), and with `size_vram` left out, as
+    Ollama did for 0 (ollama#4840): both warn, and "although the GPU has room" only with that much free."""
+    from toolkit.bench.serving import expectations
+
+    doc = json.loads((Path(__file__).parent / "fixtures/serving/ollama-api-ps-doc.json").read_text())
+    model = doc["models"][0]
+    assert expectations.offload_warnings(doc["models"], None) == []  # wholly in GPU memory
+    size = model["size"]
+    partial = {**model, "size_vram": size * 17 // 100}
+    (warning,) = expectations.offload_warnings([partial], gpu_free_bytes=size)
+    assert "83 % of mistral:latest on the CPU" in warning and "although the GPU has room" in warning
+    (warning,) = expectations.offload_warnings([partial], gpu_free_bytes=size // 10)
+    assert "although" not in warning
+    cpu_only = {k: v for k, v in model.items() if k != "size_vram"}
+    (warning,) = expectations.offload_warnings([cpu_only], gpu_free_bytes=None)
+    assert "100 % of mistral:latest on the CPU" in warning
+    # the GPUs asked are this machine's only when the server runs here; this one has none to read
+    assert expectations.local_gpu_free_bytes("192.0.2.7") is None
+    assert expectations.local_gpu_free_bytes("127.0.0.1") is None

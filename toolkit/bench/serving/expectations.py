@@ -85,11 +85,38 @@ def prefill_peak(
     return {"status": "info", "achieved_flops": achieved, "peak_flops": flops, "fraction": achieved / flops}
 
 
+def local_gpu_free_bytes(host: str) -> int | None:
+    """Free memory of this machine's NVIDIA GPUs (NVML), when the server runs here (a loopback host or
+    this machine's name); None when it runs elsewhere or NVML cannot be read."""
+    import ipaddress
+    import socket
+
+    try:
+        local = host in ("localhost", socket.gethostname()) or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        local = False
+    if not local:
+        return None
+    from toolkit import nvml
+
+    try:
+        lib = nvml.init()
+    except nvml.NvmlUnavailable:
+        return None
+    try:
+        handles = [lib.nvmlDeviceGetHandleByIndex(i) for i in range(lib.nvmlDeviceGetCount())]
+        return sum(int(lib.nvmlDeviceGetMemoryInfo(h).free) for h in handles)
+    except lib.NVMLError:
+        return None
+    finally:
+        nvml.shutdown(lib)
+
+
 def offload_warnings(offload: list[dict], gpu_free_bytes: int | None) -> list[str]:
     warnings = []
     for model in offload:
-        size, vram = model.get("size") or 0, model.get("size_vram")
-        if vram is None or vram >= size:
+        size, vram = model.get("size") or 0, model.get("size_vram") or 0  # left out when 0 (ollama#4840)
+        if not size or vram >= size:
             continue
         share = 1 - vram / size
         text = f"Ollama runs {share * 100:.0f} % of {model.get('name')} on the CPU"

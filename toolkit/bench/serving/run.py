@@ -81,7 +81,8 @@ class ServingRun:
             raise unreachable(self.target, err.strerror or type(err).__name__) from None
         self._choose_model()
         self.doc.update(api=self.api, model=self.model, server=self.info.as_json())
-        gpu_free = None
+        partial = any((m.get("size_vram") or 0) < (m.get("size") or 0) for m in self.info.offload)
+        gpu_free = expectations.local_gpu_free_bytes(self.target.host) if partial else None
         self.doc["warnings"] += expectations.offload_warnings(self.info.offload, gpu_free)
         needed = self._requests_needed()
         if self.opts.prompts:
