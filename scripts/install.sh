@@ -12,7 +12,9 @@
 # unpinned torch, asked for directly or by trl/peft/accelerate, pulls a multi-GB
 # CUDA build even onto machines without a GPU. Where your pip does not provide a
 # CPU build of that version on its own, set TOOLKIT_TORCH_INDEX_URL to PyTorch's
-# CPU wheel index. A torch that is already importable in .venv is kept.
+# CPU wheel index. A torch that is already importable in .venv is kept. Where an
+# NVIDIA driver is installed, a torch built for a newer CUDA than the driver runs
+# is refused with what to set (TOOLKIT_TORCH, TOOLKIT_TORCH_INDEX_URL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -87,6 +89,21 @@ sys.exit(any(n.startswith("nvidia-") for n in names))' <<<"$plan"; then :; else
       echo "install.sh: this machine has no NVIDIA driver, but ${torch_args[0]} from your package index is a CUDA build" >&2
       echo "  (several GB of nvidia-* libraries). Set TOOLKIT_TORCH_INDEX_URL to PyTorch's CPU wheel index and run" >&2
       echo "  again, or TOOLKIT_ALLOW_CUDA_TORCH=1 to install it anyway." >&2
+      exit 2
+    fi
+  # An NVIDIA driver here: the CUDA build pip would install must be one the driver can run
+  # (toolkit/cuda_match.py reads the build from pip's plan; run from the source, toolkit is not installed yet).
+  elif command -v nvidia-smi >/dev/null 2>&1 && [ "${TOOLKIT_ALLOW_CUDA_MISMATCH:-0}" != 1 ]; then
+    driver_cuda=$(nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9][0-9.]*\).*/\1/p' | head -n 1) || true
+    driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1) || true
+    report=$(mktemp)
+    match=0
+    "${pip[@]}" install -q --dry-run --ignore-installed --no-deps --report "$report" "${torch_args[@]}" >/dev/null 2>&1 &&
+      PYTHONPATH="$PWD" .venv/bin/python -m toolkit.cuda_match --report "$report" \
+        --driver-cuda "$driver_cuda" --driver "$driver" || match=$?
+    rm -f "$report"
+    if [ "$match" = 2 ]; then
+      echo "install.sh: refused: this torch cannot run on this driver (TOOLKIT_ALLOW_CUDA_MISMATCH=1 installs it anyway)" >&2
       exit 2
     fi
   fi

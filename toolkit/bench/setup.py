@@ -132,11 +132,12 @@ def start_torch(request: BenchRequest, setup: RunSetup) -> RunSetup:
     import torch
 
     if setup.use_gpu and not torch.cuda.is_available():
-        raise UsageError(
-            f"found {setup.found.summary}, but torch {torch.__version__} cannot use it",
-            hint="install a torch build for this GPU's CUDA/ROCm version "
-            "(a CPU build was probably installed)",
+        from toolkit.cuda_match import bench_reason
+
+        why, hint = bench_reason(
+            torch.__version__, torch.version.cuda, getattr(torch.version, "hip", None), setup.found.devices
         )
+        raise UsageError(f"found {setup.found.summary}, but {why}", hint=hint)
     mismatch = setup.mismatch
     if setup.use_gpu and not mismatch:
         from toolkit.catalog import load_catalog
