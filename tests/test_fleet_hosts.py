@@ -208,3 +208,69 @@ def test_strict_host_keys_refuses_a_host_missing_from_known_hosts(fleet, tmp_pat
     assert h["state"] == "unreachable" and "known_hosts" in h["message"], h
     relaxed = toolkit(*argv, "--json", env={"HOME": str(home)})
     assert json.loads(relaxed.stdout)["hosts"][0]["state"] != "unreachable"
+
+
+def _free_local_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_host_behind_a_jump_host_is_reached_through_it(fleet, tmp_path):
+    """The route from the inventory's ssh options, as Ansible's ssh takes them (issue 16, point 9): the
+    second node's SSH is forwarded to 127.0.0.1:PORT inside the first node's namespace only, so the
+    controller reaches it at that address through the first node (ProxyJump, -J, ProxyCommand) or not at
+    all; and without the jump option the same inventory entry is unreachable."""
+    import yaml
+
+    lab, hosts, _inventory, _base = fleet
+    bastion, behind = hosts[0], hosts[1]
+    port = _free_local_port()  # free here: nothing on the controller answers at 127.0.0.1:PORT
+    sock = tmp_path / "behind.sock"
+    relay = testhosts.socat(f"UNIX-LISTEN:{sock},fork,unlink-early", f"TCP:{behind.ip}:22")
+    inside = testhosts.socat(
+        f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{sock}", bastion.netns
+    )
+    common = "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+    routes = {
+        "jump": f"{common} -o ProxyJump=root@{bastion.ip}",
+        "dash-j": f"{common} -J root@{bastion.ip}:22",
+        "command": f"{common} -o ProxyCommand='ssh -i {lab.key} -o StrictHostKeyChecking=no "
+        f"-o UserKnownHostsFile=/dev/null -W %h:%p root@{bastion.ip}'",
+        "none": common,
+    }
+    try:
+        deadline = time.monotonic() + 5
+        while not sock.exists():
+            assert time.monotonic() < deadline, "the relay did not start"
+            time.sleep(0.02)
+        base_vars = yaml.safe_load(lab.inventory([bastion], path=tmp_path / "lab.yml").read_text())["all"][
+            "vars"
+        ]
+        hosts_doc = {
+            f"behind-{name}": {
+                "ansible_host": "127.0.0.1",
+                "ansible_port": port,
+                "ansible_ssh_common_args": args,
+            }
+            for name, args in routes.items()
+        }
+        inv = tmp_path / "inv.yml"
+        inv.write_text(yaml.safe_dump({"all": {"hosts": hosts_doc, "vars": base_vars}}))
+        # one after the other: the three routes lead to the same node, whose health runs must not overlap
+        argv = ("-i", str(inv), "--results-dir", str(tmp_path / "r"), "--json", "--forks", "1")
+        proc = toolkit("health", *argv, "--skip", "docker")
+        by_name = {h["name"]: h for h in json.loads(proc.stdout)["hosts"]}
+    finally:
+        for p in (relay, inside):
+            p.kill()
+            p.wait()
+    for name in ("jump", "dash-j", "command"):
+        h = by_name[f"behind-{name}"]
+        reached = (h["result"] or {}).get("host")
+        assert h["state"] != "unreachable" and reached == behind.name, h["message"]  # node52 answered
+    assert by_name["behind-jump"]["address"].endswith(f"via {bastion.ip}")
+    lost = by_name["behind-none"]
+    assert lost["state"] == "unreachable" and "cannot connect" in lost["message"], lost

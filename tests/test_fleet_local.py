@@ -260,3 +260,57 @@ def test_bad_fleet_input_is_one_clear_line(tmp_path, args, code, text):
     assert proc.returncode == code, proc.stderr
     assert text in proc.stderr and "Traceback" not in proc.stderr
     assert not list((tmp_path / "r").glob("fleet-*"))  # nothing ran, nothing half-written
+
+
+@pytest.mark.parametrize(
+    ("args", "jumps", "command"),
+    [
+        ("-o ProxyJump=ops@bastion:2222", ((("ops", "bastion", 2222)),), None),
+        ('-o "ProxyJump a,b"', ((None, "a", None), (None, "b", None)), None),
+        ("-oProxyJump=a -o StrictHostKeyChecking=no", ((None, "a", None),), None),
+        ("-J ops@a", (("ops", "a", None),), None),
+        ("-o ProxyCommand='nc -X 5 -x proxy:1080 %h %p'", (), "nc -X 5 -x proxy:1080 10.0.0.5 22"),
+        ("-o ProxyJump=none", (), None),
+        ("-o ControlMaster=auto -o ControlPersist=60s", (), None),
+    ],
+)  # fmt: skip
+def test_the_route_is_read_from_the_ssh_options_as_ansible_passes_them(args, jumps, command):
+    from toolkit.fleet.targets import _target
+
+    t = _target("n1", {"ansible_host": "10.0.0.5", "ansible_ssh_common_args": args})
+    assert t.jumps == jumps and t.proxy_command == command
+
+
+def test_become_runs_through_sudo_and_other_methods_are_refused():
+    from toolkit.errors import UsageError
+    from toolkit.fleet import transport
+    from toolkit.fleet.targets import _target
+
+    assert transport._become(_target("n1", {"ansible_become": "yes"})) == ["sudo", "-n", "-u", "root", "--"]
+    ops = _target("n1", {"ansible_become": True, "ansible_become_user": "ops"})
+    assert transport._become(ops)[3] == "ops"
+    assert transport._become(_target("n1", {"ansible_become": False})) == []
+    with pytest.raises(UsageError, match="ansible_become_method su"):
+        _target("n1", {"ansible_become": True, "ansible_become_method": "su"})
+    with pytest.raises(UsageError, match="ProxyJump"):
+        _target("n1", {"ansible_ssh_common_args": "-J ssh://"})
+
+
+def test_a_local_host_with_become_runs_through_sudo(tmp_path):
+    """`ansible_connection: local` with `ansible_become`: the node command goes through `sudo -n`, here a
+    TEST STUB of sudo on PATH that records its arguments and runs the rest."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "sudo.log"
+    (bin_dir / "sudo").write_text(f'#!/bin/sh\nprintf "%s " "$@" >> {log}\nshift 4\nexec "$@"\n')
+    (bin_dir / "sudo").chmod(0o755)
+    inv = tmp_path / "inv.yml"
+    host = {"ansible_connection": "local", "toolkit_path": str(Path(sys.executable).with_name("toolkit"))}
+    host |= {"ansible_become": True, "ansible_become_user": "ops"}
+    inv.write_text(yaml.safe_dump({"all": {"hosts": {"here": host}}}))
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    argv = ("-i", str(inv), "--results-dir", str(tmp_path / "r"), "--json", "--skip", "docker")
+    proc = toolkit("health", *argv, env=env)
+    h = json.loads(proc.stdout)["hosts"][0]
+    assert h["state"] != "unreachable" and h["result"]["checks"], h
+    assert log.read_text().startswith("-n -u ops -- sh -c")

@@ -88,7 +88,7 @@ def run(
     strict_host_keys: bool = False,
 ) -> Outcome:
     if target.local:
-        return _run_local(script, timeout, cancel, on_line)
+        return _run_local(target, script, timeout, cancel, on_line)
     return _run_ssh(target, script, timeout, connect_timeout, cancel, on_line, strict_host_keys)
 
 
@@ -104,32 +104,48 @@ def _unreachable(message: str, out: _Lines | None = None, errs: _Lines | None = 
     return Outcome("unreachable", None, out.text() if out else "", errs.text() if errs else "", message)
 
 
+def _connection(target: Target, connect_timeout: float, strict_host_keys: bool):
+    """The fabric Connection to the node, through its jump hosts or ProxyCommand (not opened yet)."""
+    from fabric import Connection
+
+    kwargs = {"banner_timeout": connect_timeout, "auth_timeout": connect_timeout}
+    if target.key_file:
+        kwargs["key_filename"] = target.key_file
+
+    def one(host: str, user: str | None, port: int | None, gateway):
+        conn = Connection(
+            host, user=user, port=port, connect_timeout=connect_timeout, connect_kwargs=dict(kwargs),
+            gateway=gateway,
+        )  # fmt: skip
+        if strict_host_keys:
+            from paramiko import RejectPolicy
+
+            conn.client.set_missing_host_key_policy(RejectPolicy())
+        return conn
+
+    gateway = target.proxy_command  # fabric runs a string gateway as ssh's ProxyCommand
+    for user, host, port in target.jumps:  # ProxyJump: each hop reached through the one before
+        gateway = one(host, user or target.user, port, gateway)
+    return one(target.address, target.user, target.port, gateway)
+
+
 def _connect(target: Target, connect_timeout: float, strict_host_keys: bool):
     """(an open fabric Connection, None), or (None, the Outcome that says why the node is unreachable)."""
     import logging
 
-    from fabric import Connection
-    from paramiko.ssh_exception import AuthenticationException, NoValidConnectionsError, SSHException
+    from paramiko.ssh_exception import (
+        AuthenticationException,
+        ChannelException,
+        NoValidConnectionsError,
+        SSHException,
+    )
 
     # paramiko's transport thread logs a peer that is not SSH with a traceback; with no handler of ours,
     # Python's last-resort handler would print it. The reason is in the host's own message instead.
     paramiko_log = logging.getLogger("paramiko")
     if not paramiko_log.handlers:
         paramiko_log.addHandler(logging.NullHandler())
-    kwargs = {"banner_timeout": connect_timeout, "auth_timeout": connect_timeout}
-    if target.key_file:
-        kwargs["key_filename"] = target.key_file
-    conn = Connection(
-        target.address,
-        user=target.user,
-        port=target.port,
-        connect_timeout=connect_timeout,
-        connect_kwargs=kwargs,
-    )
-    if strict_host_keys:
-        from paramiko import RejectPolicy
-
-        conn.client.set_missing_host_key_policy(RejectPolicy())
+    conn = _connection(target, connect_timeout, strict_host_keys)
     try:
         conn.open()
     except AuthenticationException:
@@ -137,6 +153,8 @@ def _connect(target: Target, connect_timeout: float, strict_host_keys: bool):
     except NoValidConnectionsError as err:
         reason = "; ".join(sorted({e.strerror or str(e) for e in err.errors.values()})) or str(err)
         return None, _unreachable(f"cannot connect to {target.where}: {reason}")
+    except ChannelException as err:  # the bastion could not open the way on (ProxyJump)
+        return None, _unreachable(f"cannot connect to {target.where}: the jump host says {err.text}")
     except TimeoutError:
         return None, _unreachable(f"no answer from {target.where} in {connect_timeout:g} s")
     except (OSError, SSHException, EOFError) as err:
@@ -146,6 +164,9 @@ def _connect(target: Target, connect_timeout: float, strict_host_keys: bool):
         elif "protocol banner" in text:
             text = f"the port does not answer as an SSH server ({text}); check ansible_port"
         return None, _unreachable(f"SSH to {target.where} failed: {text}")
+    finally:
+        if not conn.is_connected:
+            _close(conn)
     return conn, None
 
 
@@ -192,13 +213,13 @@ def _run_ssh(target, script, timeout, connect_timeout, cancel, on_line, strict_h
     deadline = time.monotonic() + timeout if timeout else None
     try:
         chan = conn.create_session()
-        chan.exec_command(f"sh -c {shlex.quote(script)} toolkit-fleet")
+        chan.exec_command(shlex.join([*_become(target), "sh", "-c", script, "toolkit-fleet"]))
         stopped = _follow(chan, out, errs, deadline, cancel)
         code = chan.recv_exit_status() if chan.exit_status_ready() else None
     except (OSError, SSHException, EOFError) as err:
         return _unreachable(f"connection to {target.where} lost: {err}", out, errs)
     finally:
-        conn.close()
+        _close(conn)
     # no exit status (-1: paramiko's "killed by a signal"): the node may have gone away mid-run (powered
     # off, rebooted, network): if it no longer answers, it is unreachable, not a failed run
     if code in (None, -1) and stopped is None and not _answers(target, connect_timeout):
@@ -206,9 +227,24 @@ def _run_ssh(target, script, timeout, connect_timeout, cancel, on_line, strict_h
     return _outcome(stopped, code, out.text(), errs.text(), timeout)
 
 
+def _become(target: Target) -> list[str]:
+    """`ansible_become` (sudo): the command runs through passwordless sudo, as Ansible's would."""
+    return ["sudo", "-n", "-u", target.become_user, "--"] if target.become_user else []
+
+
+def _close(conn) -> None:
+    """The connection and every jump connection it was opened through."""
+    while conn is not None and not isinstance(conn, str):
+        conn.close()
+        conn = conn.gateway
+
+
 def _answers(target: Target, connect_timeout: float, window: float = 5.0) -> bool:
     """Whether the node's SSH port keeps accepting connections over `window` seconds (a node shutting
-    down may still accept for a moment)."""
+    down may still accept for a moment). Behind a jump host the port cannot be tried from here: the
+    lost connection is taken as the node gone."""
+    if target.jumps or target.proxy_command:
+        return False
     end = time.monotonic() + window
     while True:
         try:
@@ -222,9 +258,9 @@ def _answers(target: Target, connect_timeout: float, window: float = 5.0) -> boo
         time.sleep(0.5)
 
 
-def _run_local(script, timeout, cancel, on_line) -> Outcome:
+def _run_local(target, script, timeout, cancel, on_line) -> Outcome:
     proc = subprocess.Popen(
-        ["sh", "-c", script, "toolkit-fleet"],
+        [*_become(target), "sh", "-c", script, "toolkit-fleet"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
