@@ -66,9 +66,22 @@ def test_default_versions_fit_together(tmp_path):
             ["-e", "nvidia_container_toolkit_version=1.17.7-1"],
             "is affected by CVE-2025-23266/CVE-2025-23359",
         ),
+        (["-e", "nvidia_driver_fabricmanager=maybe"], "nvidia_driver_fabricmanager"),
+        (
+            ["-e", '{"nvidia_driver_fabricmanager": true, "nvidia_driver_source": "debian_nonfree"}'],
+            "which Debian non-free does not ship",
+        ),
     ],
 )
 def test_a_version_set_that_cannot_work_is_refused(tmp_path, extra, message):
     proc = checks(tmp_path, *extra)
     assert proc.returncode == 2, proc.stdout[-3000:]
     assert message in proc.stdout, proc.stdout[-3000:]
+
+
+@pytest.mark.parametrize("value", ["true", "false", "auto", '{"nvidia_driver_fabricmanager": true}'])
+def test_fabricmanager_setting_takes_yaml_booleans_and_words(tmp_path, value):
+    """YAML `true` (a boolean) and `-e nvidia_driver_fabricmanager=true` (a string) mean the same."""
+    extra = value if value.startswith("{") else f"nvidia_driver_fabricmanager={value}"
+    proc = checks(tmp_path, "-e", extra)
+    assert proc.returncode == 0, proc.stdout[-3000:]

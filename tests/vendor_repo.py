@@ -73,6 +73,72 @@ sleep infinity </dev/null >/dev/null 2>&1 &
 exit 0
 """
 
+# NVIDIA Fabric Manager, R580. From R580 on, NVIDIA's CUDA repositories name the package
+# `nvidia-fabricmanager`, providing the virtual `nvidia-fabricmanager-580` (NVIDIA/gpu-driver-container
+# pull request 451), and NSCQ `libnvidia-nscq`, both at the driver's version
+# (NVIDIA/gpu-driver-container ubuntu24.04/install.sh, commit 352ed15ed5a7: for branch >= 580 it installs
+# `nvidia-fabricmanager=${DRIVER_VERSION}*` and `libnvidia-nscq=${DRIVER_VERSION}*`).
+# The unit: Debian packaging installs nvidia-fabricmanager.service into /lib/systemd/system
+# (NVIDIA/apt-packaging-fabric-manager, debian/templates/nvidia-fabricmanager-BRANCH.install.in, 0f01ce7).
+# Its [Service] as `systemctl status` shows it on a 590.48.01 node (a public report):
+# "ExecStartPre=/usr/bin/nvidia-fabricmanager-start.sh --mode precheck",
+# "ExecStart=/usr/bin/nvidia-fabricmanager-start.sh --mode start", main process
+# "/usr/bin/nv-fabricmanager -c /usr/share/nvidia/nvswitch/fabricmanager.cfg" forked by it (Type=forking),
+# description "NVIDIA fabric manager service". The wrapper's interface dates from 570.158.01
+# (NVIDIA/gpu-driver-container pull request 383); older units (public `systemctl status` on 535.247.01) ran
+# ExecStart=/usr/bin/nv-fabricmanager -c /usr/share/nvidia/nvswitch/fabricmanager.cfg directly. The lines
+# `systemctl status` does not show (After/Requires, User, PrivateTmp, TimeoutStartSec, LimitCORE, [Install])
+# follow NVIDIA's units of the same family (nvidia-imex.service): not verified line by line.
+FABRICMANAGER_UNIT = """[Unit]
+Description=NVIDIA fabric manager service
+After=network-online.target
+Requires=network-online.target
+
+[Service]
+User=root
+PrivateTmp=false
+Type=forking
+TimeoutStartSec=240
+
+ExecStartPre=/usr/bin/nvidia-fabricmanager-start.sh --mode precheck
+ExecStart=/usr/bin/nvidia-fabricmanager-start.sh --mode start
+
+LimitCORE=infinity
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+FABRICMANAGER_START = """#!/bin/sh
+# TEST STUB of nvidia-fabricmanager-start.sh: logs its arguments; "--mode start" starts the daemon the way the
+# real script does on a pre-NVL5 baseboard (HGX A100/H100/H200); "--mode precheck" succeeds.
+echo "nvidia-fabricmanager-start.sh $*" >> /var/log/toolkit-stub-calls.log
+case " $* " in
+  *" --mode start "*) exec /usr/bin/nv-fabricmanager -c /usr/share/nvidia/nvswitch/fabricmanager.cfg ;;
+esac
+exit 0
+"""
+
+
+def _nv_fabricmanager(version: str) -> str:
+    """TEST STUB of the daemon: like the real one it needs its config file and the loaded driver of its own
+    version (it aborts otherwise), then forks a child that stays up and returns."""
+    upstream = version.split("-")[0]
+    return f"""#!/bin/sh
+# TEST STUB of nv-fabricmanager {upstream}: logs its arguments, checks the config file and the loaded driver's
+# version as the real daemon does, forks a child that stays up and exits (Type=forking).
+echo "nv-fabricmanager $*" >> /var/log/toolkit-stub-calls.log
+if [ "$1" != "-c" ] || [ ! -r "$2" ]; then
+  echo "nv-fabricmanager (TEST STUB): cannot read config file $2" >&2; exit 1
+fi
+if ! grep -q " {upstream} " /proc/driver/nvidia/version 2>/dev/null; then
+  echo "nv-fabricmanager (TEST STUB): driver interface version {upstream} does not match the loaded one" >&2
+  exit 1
+fi
+sleep infinity </dev/null >/dev/null 2>&1 &
+exit 0
+"""
+
 
 def _deb(
     out: Path,
@@ -81,6 +147,7 @@ def _deb(
     depends: str = "",
     files: dict[str, tuple[str, int]] | None = None,
     arch: str = "amd64",
+    provides: str = "",
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -89,6 +156,7 @@ def _deb(
             f"Package: {name}\nVersion: {version}\nArchitecture: {arch}\n"
             "Maintainer: toolkit tests <tests@toolkit.invalid>\n"
             + (f"Depends: {depends}\n" if depends else "")
+            + (f"Provides: {provides}\n" if provides else "")
             + f"Description: TEST STUB of {name} - not the vendor's package\n"
             " Built by toolkit's test suite with the vendor's name, version and dependencies.\n"
         )
@@ -210,6 +278,27 @@ def build(root: Path) -> Path:
                 "/usr/bin/nvidia-persistenced": (PERSISTENCED, 0o755),
                 "/usr/lib/systemd/system/nvidia-persistenced.service": (PERSISTENCED_UNIT, 0o644),
             },
+        )
+        _deb(
+            cuda,
+            "nvidia-fabricmanager",
+            driver,
+            provides=f"nvidia-fabricmanager-{branch}",
+            files={
+                "/usr/bin/nv-fabricmanager": (_nv_fabricmanager(driver), 0o755),
+                "/usr/bin/nvidia-fabricmanager-start.sh": (FABRICMANAGER_START, 0o755),
+                "/lib/systemd/system/nvidia-fabricmanager.service": (FABRICMANAGER_UNIT, 0o644),
+                "/usr/share/nvidia/nvswitch/fabricmanager.cfg": (
+                    "# TEST STUB of fabricmanager.cfg\nFABRIC_MODE=0\n",
+                    0o644,
+                ),
+            },
+        )
+        _deb(
+            cuda,
+            "libnvidia-nscq",
+            driver,
+            files={"/usr/share/doc/libnvidia-nscq/TEST-STUB": ("TEST STUB of NSCQ, no library\n", 0o644)},
         )
     _deb(cuda, "cuda-toolkit-13-0", CUDA_TOOLKIT, f"cuda-nvcc-13-0 (>= {CUDA_NVCC.split('-')[0]})")
     nvcc = "#!/bin/sh\necho 'nvcc: TEST STUB, Cuda compilation tools, release 13.0, V13.0.88'\n"
