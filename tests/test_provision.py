@@ -409,3 +409,31 @@ def test_reboot_flag_reboots_marked_hosts_and_waits(lab, state):
     assert host.ssh("test -e /var/run/reboot-required", check=False).returncode != 0
     assert host.ssh("test -e /etc/default/grub.d/90-toolkit.cfg").returncode == 0
     lab.stop_host(6)
+
+
+def test_site_runs_the_docker_role_once_per_host(tmp_path):
+    """A host in nvidia_nodes and qdrant_nodes gets Docker from the NVIDIA stack only; a CPU-only Qdrant
+    host gets it from the Qdrant plays (issue 16, point 9). Read from ansible-playbook's own host lists."""
+    import shutil
+    import subprocess
+    import sys
+
+    groups = {
+        "gpu_nodes": {"children": {"nvidia_nodes": {"hosts": {"gpu1": None}}}},
+        "qdrant_nodes": {"hosts": {"gpu1": None, "cpu1": None}},
+    }
+    inv = tmp_path / "inv.yml"
+    inv.write_text(yaml.safe_dump({"all": {"children": groups}}))
+    playbook = shutil.which("ansible-playbook", path=str(Path(sys.executable).parent))
+    argv = [playbook, "-i", str(inv), str(REPO / "playbooks/site.yml"), "--list-hosts"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    hosts: dict[str, set[str]] = {}
+    for block in proc.stdout.split("play #")[1:]:
+        head, _, rest = block.partition("hosts (")
+        name = head.split("): ", 1)[1].split("\t")[0].strip()
+        hosts[name] = set(rest.split("\n", 1)[1].split()) if "\n" in rest else set()
+    with_docker = ("NVIDIA stack", "AMD stack", "Docker for Qdrant nodes without a GPU stack")
+    docker = sorted(h for name in with_docker for h in hosts.get(name, ()))
+    assert docker == ["cpu1", "gpu1"], proc.stdout  # each host once
+    assert hosts["Qdrant"] == {"gpu1", "cpu1"}, proc.stdout
