@@ -26,18 +26,9 @@ if [ -x "$dest/bin/llama-server" ] && [ "$(cat "$dest/build-key" 2>/dev/null)" =
   exit 0
 fi
 
-as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
-missing=""
-for pkg in cmake g++ make; do
-  dpkg-query -W -f='${db:Status-Abbrev}' "$pkg" 2>/dev/null | grep -q '^ii' || missing="$missing $pkg"
-done
-if [ -n "$missing" ]; then
-  as_root apt-get -o DPkg::Lock::Timeout=600 update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends $missing
-fi
-
-python=.venv/bin/python
-[ -x "$python" ] || python=python3
+. scripts/build_tools.sh
+ensure_build_tools
+python=$(build_python)
 work=$(mktemp -d "${TMPDIR:-/tmp}/llama-server-build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from llama_server import free_port
 
 from toolkit import __version__ as TOOLKIT_VERSION
 
@@ -210,14 +211,6 @@ def test_strict_host_keys_refuses_a_host_missing_from_known_hosts(fleet, tmp_pat
     assert json.loads(relaxed.stdout)["hosts"][0]["state"] != "unreachable"
 
 
-def _free_local_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_host_behind_a_jump_host_is_reached_through_it(fleet, tmp_path):
     """The route from the inventory's ssh options, as Ansible's ssh takes them (issue 16, point 9): the
     second node's SSH is forwarded to 127.0.0.1:PORT inside the first node's namespace only, so the
@@ -227,7 +220,7 @@ def test_a_host_behind_a_jump_host_is_reached_through_it(fleet, tmp_path):
 
     lab, hosts, _inventory, _base = fleet
     bastion, behind = hosts[0], hosts[1]
-    port = _free_local_port()  # free here: nothing on the controller answers at 127.0.0.1:PORT
+    port = free_port()  # free here: nothing on the controller answers at 127.0.0.1:PORT
     sock = tmp_path / "behind.sock"
     relay = testhosts.socat(f"UNIX-LISTEN:{sock},fork,unlink-early", f"TCP:{behind.ip}:22")
     inside = testhosts.socat(

@@ -63,6 +63,18 @@ class Answer:
         return jsonlib.loads(self.content)  # ValueError on anything not JSON, as requests does
 
 
+def is_this_machine(host: str) -> bool:
+    """Whether `host` names this machine: localhost, its own name, or a loopback address."""
+    import ipaddress
+
+    if host in ("localhost", socket.gethostname()):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def origin(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) with the scheme's default port filled in; host lower-cased."""
     parts = urlsplit(url)

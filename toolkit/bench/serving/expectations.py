@@ -88,16 +88,11 @@ def prefill_peak(
 def local_gpu_free_bytes(host: str) -> int | None:
     """Free memory of this machine's NVIDIA GPUs (NVML), when the server runs here (a loopback host or
     this machine's name); None when it runs elsewhere or NVML cannot be read."""
-    import ipaddress
-    import socket
-
-    try:
-        local = host in ("localhost", socket.gethostname()) or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        local = False
-    if not local:
-        return None
     from toolkit import nvml
+    from toolkit.peer import is_this_machine
+
+    if not is_this_machine(host):
+        return None
 
     try:
         lib = nvml.init()

@@ -8,14 +8,13 @@ registered with `toolkit.health.secrets` here, the moment it is read, so it is n
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from toolkit.errors import HealthError
 from toolkit.health import secrets
+from toolkit.peer import is_this_machine
 
 DEFAULT_TIMEOUT = 3.0
 KEYS = {"url", "api_key", "timeout", "required", "storage_path", "expect_gpu_indexing", "insecure", "ca"}
@@ -150,14 +149,5 @@ def settings(cfg, url: str | None = None) -> QdrantSettings | None:
         storage_path=str(storage) if storage else None,
         expect_gpu_indexing=expect,
         verify=verify,
-        local=_is_local(hostname),
+        local=is_this_machine(hostname),
     )
-
-
-def _is_local(host: str) -> bool:
-    if host in ("localhost", socket.gethostname()):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
